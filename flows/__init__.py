@@ -1,0 +1,1 @@
+"""Lineguard pipeline: enrollment, calibration, export, evaluation, tracking and orchestration."""
