@@ -20,7 +20,10 @@ import torch
 from anomalib.models.image.padim.torch_model import PadimModel
 from anomalib.models.image.patchcore.torch_model import PatchcoreModel
 
+import timm
+
 from flows.backbone import backbone_state_dict, check_backbone, load_into_feature_extractor
+from serving.errors import ConfigError
 
 OUTPUT_NAMES = ("score", "anomaly_map", "patch_match")
 
@@ -35,7 +38,7 @@ def build_model(
     seed: int = 0,
 ) -> PatchcoreModel | PadimModel:
     """anomalib's torch model for ``algorithm`` with pretrained ``backbone`` weights loaded."""
-    check_backbone(backbone)
+    check_layers(backbone, layers)
     torch.manual_seed(seed)  # PaDiM's random feature subset
     if algorithm == "patchcore":
         model = PatchcoreModel(layers=list(layers), backbone=backbone, pre_trained=False)
@@ -45,6 +48,16 @@ def build_model(
         raise ValueError(f"model {algorithm!r}: choose 'patchcore' or 'padim'")
     load_into_feature_extractor(model.feature_extractor.feature_extractor, backbone_state_dict(backbone, weights))
     return model.eval()
+
+
+def check_layers(backbone: str, layers: Sequence[str]) -> None:
+    """Raise :class:`ConfigError` unless every layer is a feature stage of ``backbone``."""
+    check_backbone(backbone)
+    available = [i["module"] for i in timm.create_model(backbone, pretrained=False, features_only=True).feature_info.info]
+    unknown = [layer for layer in layers if layer not in available]
+    if unknown or not layers:
+        raise ConfigError(f"model.layers {list(layers)}: {unknown or 'empty'} not feature stages of {backbone}; "
+                          f"choose from {available}")
 
 
 def patch_embedding(model: PatchcoreModel | PadimModel, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Set up Lineguard in ./.venv from a clean clone: Python deps (pinned by constraints.txt),
+# torch from the machine's local wheel store, and nothing downloaded at run time.
+# Idempotent: a stamp skips the install when pyproject.toml and constraints.txt are unchanged.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+VENV=.venv
+EXTRAS=${LINEGUARD_EXTRAS:-pipeline,dev}
+stamp="$VENV/.lineguard-installed"
+want=$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)-$EXTRAS
+
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$VENV/bin/lineguard" ]; then
+  echo "setup: $VENV is up to date"
+  exit 0
+fi
+
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+"$VENV/bin/python" -m pip install -q --upgrade pip "setuptools>=77" wheel
+# torch first, on its own: pip takes the 2.14.1 wheels from this machine's disk (uv/poetry would download GBs).
+echo "setup: installing torch (about 2 min on a fresh machine)"
+"$VENV/bin/python" -m pip install -q -c constraints.txt torch==2.14.1 torchvision==0.29.1
+echo "setup: installing the pipeline (about 5 min on a fresh machine)"
+"$VENV/bin/python" -m pip install -q -c constraints.txt -e ".[$EXTRAS]"
+"$VENV/bin/python" -m pip check || echo "setup: pip check reported the issues above (see ENVIRONMENT notes)"
+echo "$want" > "$stamp"
+echo "setup: done ($VENV)"

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The test suite, as CI runs it (.ci/run calls exactly this):
+#   1. set up .venv (pipeline + dev) and run every test there (slow ones included);
+#   2. install ONLY the station extra into .venv-station and run the serving tests there,
+#      against the bundle step 1 built: proof that a station needs no training stack.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+
+export LINEGUARD_TEST_BUNDLE="$PWD/.lineguard/test-bundle"
+export HF_HUB_OFFLINE=1 DVC_NO_ANALYTICS=1 MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=1
+export PREFECT_HOME="$PWD/.lineguard/prefect" PREFECT_SERVER_ANALYTICS_ENABLED=false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=120 MPLCONFIGDIR="$PWD/.lineguard/matplotlib"
+
+echo "== full suite (.venv) =="
+.venv/bin/python -m pytest "$@"
+
+echo "== serving tests in a station-only venv (.venv-station: the 'station' extra, no torch) =="
+if [ ! -x .venv-station/bin/python ]; then python3 -m venv .venv-station; fi
+.venv-station/bin/python -m pip install -q --upgrade pip
+.venv-station/bin/python -m pip install -q -c constraints.txt -e ".[station,dev]"
+.venv-station/bin/python - <<'PY'
+import importlib.util, sys
+heavy = [m for m in ("torch", "anomalib", "mlflow", "prefect", "dvc", "timm") if importlib.util.find_spec(m)]
+sys.exit(f"station venv has training packages installed: {heavy}") if heavy else print("station venv: no training packages installed")
+PY
+.venv-station/bin/python -m pytest tests/serving -p no:cacheprovider

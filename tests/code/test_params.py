@@ -1,0 +1,27 @@
+"""Typed parameters: params.yaml and overrides, errors that name the field."""
+
+import pytest
+
+from flows.params import load_params
+from serving.errors import ConfigError
+from conftest import ROOT
+
+
+def test_repo_params_yaml_is_valid_and_matches_defaults_where_documented():
+    p = load_params(ROOT / "params.yaml")
+    assert p.model.backbone == "tf_efficientnet_lite0"
+    assert p.calibration.target_frr == 0.01
+    assert p.model.coreset_ratio == 0.1
+
+
+def test_override_and_error_names_the_field(tmp_path):
+    assert load_params(None, {"model.algorithm": "padim"}).model.algorithm == "padim"
+    with pytest.raises(ConfigError, match="model.algorithm"):
+        load_params(None, {"model.algorithm": "knn"})
+    bad = tmp_path / "params.yaml"
+    bad.write_text("calibration:\n  target_frr: 2\n")
+    with pytest.raises(ConfigError, match="calibration.target_frr"):
+        load_params(bad)
+    bad.write_text("modle: {}\n")
+    with pytest.raises(ConfigError, match="modle"):
+        load_params(bad)

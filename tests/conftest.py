@@ -1,0 +1,101 @@
+"""Shared fixtures. Kept lean: the serving tests also run in a station-only venv without torch."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from flows.settings import quiet_environment
+
+ROOT = Path(__file__).resolve().parents[1]
+quiet_environment(ROOT)
+SHARED_DATA = ROOT.parent / "shared" / "data"
+BOTTLE = SHARED_DATA / "mvtec_ad" / "bottle"
+
+
+def require_bottle() -> Path:
+    """Skip (with the reason) when ../shared/data is not beside the checkout."""
+    if not (BOTTLE / "train" / "good").is_dir():
+        pytest.skip(f"MVTec AD bottle not found at {BOTTLE} (../shared/data is only present in the Lineguard workplace)")
+    return BOTTLE
+
+
+def _link_subset(src: Path, dst: Path, n: int) -> None:
+    dst.mkdir(parents=True, exist_ok=True)
+    for p in sorted(src.iterdir())[:n]:
+        os.symlink(p, dst / p.name)
+
+
+@pytest.fixture(scope="session")
+def small_bottle(tmp_path_factory) -> Path:
+    """A real MVTec bottle subset in MVTec layout: 30 good to enroll, 6 good + 6 defects (with masks) to test."""
+    src = require_bottle()
+    root = tmp_path_factory.mktemp("bottle")
+    _link_subset(src / "train" / "good", root / "train" / "good", 30)
+    _link_subset(src / "test" / "good", root / "test" / "good", 6)
+    _link_subset(src / "test" / "broken_large", root / "test" / "broken_large", 6)
+    _link_subset(src / "ground_truth" / "broken_large", root / "ground_truth" / "broken_large", 6)
+    return root
+
+
+@pytest.fixture(scope="session")
+def small_elpv(tmp_path_factory) -> Path:
+    """A real ELPV subset (from the elpv-dataset package): 30 good cells to enroll, 10 good + 10 defective to test."""
+    from flows.prepare import prepare_elpv
+
+    return prepare_elpv(tmp_path_factory.mktemp("elpv") / "elpv", n_train=30, n_test_good=10, n_test_defect=10)
+
+
+def fast_params(**model):
+    """Pipeline params for small, quick real runs (no MLflow unless a test asks)."""
+    from flows.params import load_params
+
+    overrides = {"model.input_size": 128, "tracking.enabled": False, "export.parity_images": 4,
+                 "model.batch_size": 8, **{f"model.{k}": v for k, v in model.items()}}
+    return load_params(ROOT / "params.yaml", overrides)
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(tmp_path_factory) -> Path:
+    """A real bundle (PatchCore, ELPV subset). Reused from $LINEGUARD_TEST_BUNDLE when it holds one.
+
+    In the station-only venv the bundle must come from the env var (no torch there to build one).
+    """
+    target = os.environ.get("LINEGUARD_TEST_BUNDLE")
+    if target and (Path(target) / "manifest.json").is_file():
+        return Path(target)
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        pytest.skip("no torch in this venv and no bundle at $LINEGUARD_TEST_BUNDLE; run scripts/test.sh")
+    from flows.enroll import enroll
+    from flows.export import export_bundle
+    from flows.prepare import prepare_elpv
+
+    data = prepare_elpv(tmp_path_factory.mktemp("elpv_b") / "elpv", n_train=30, n_test_good=6, n_test_defect=6)
+    out = Path(target) if target else tmp_path_factory.mktemp("bundle")
+    if out.exists():
+        shutil.rmtree(out)
+    params = fast_params()
+    enroll(data, params, out, progress=False)
+    export_bundle(out, params.export)
+    # keep a few test images beside it for the station-only run
+    shutil.copytree(data / "test", out.parent / (out.name + "-images"), dirs_exist_ok=True)
+    return out
+
+
+@pytest.fixture()
+def bundle_copy(bundle_dir, tmp_path) -> Path:
+    """A private copy of the bundle that a test may tamper with."""
+    dst = tmp_path / "bundle"
+    shutil.copytree(bundle_dir, dst, ignore=shutil.ignore_patterns("enrollment.pt"))
+    return dst
+
+
+@pytest.fixture()
+def test_images(bundle_dir) -> Path:
+    """Folder of test images (good/ and defect/) stored beside the bundle."""
+    return bundle_dir.parent / (bundle_dir.name + "-images")

@@ -1,0 +1,63 @@
+"""Export checks parity against torch and fails loudly; TensorRT is optional and said so."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import fast_params
+from flows import export as export_mod
+from flows.enroll import enroll
+from serving.bundle import load_bundle
+from serving.engine import tensorrt_available
+
+
+@pytest.fixture(scope="module")
+def enrolled(tmp_path_factory, small_elpv):
+    out = tmp_path_factory.mktemp("exp") / "bundle"
+    enroll(small_elpv, fast_params(), out, progress=False)
+    return out
+
+
+def test_export_passes_parity_and_writes_a_verifiable_bundle(enrolled):
+    m = export_mod.export_bundle(enrolled, fast_params().export)
+    assert m.parity["onnx_max_rel_diff"] < 1e-3
+    assert m.provenance.onnx_opset == 17 and m.provenance.image_count == 22
+    b = load_bundle(enrolled)
+    assert b.manifest.bundle_version == m.bundle_version
+    # thresholds are in the manifest, not the graph: editing them needs no re-export
+    import onnx
+
+    graph = onnx.load(str(enrolled / "model.onnx"))
+    assert [o.name for o in graph.graph.output] == ["score", "anomaly_map", "patch_match"]
+    assert graph.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+
+
+def test_parity_failure_is_loud_and_leaves_no_manifest(enrolled, monkeypatch):
+    real_run = export_mod.OrtBackend.run
+
+    def drifting(self, batch):
+        s, m, p = real_run(self, batch)
+        return [s * 1.01, m, p]  # a 1 % score drift, as a broken export would give
+
+    monkeypatch.setattr(export_mod.OrtBackend, "run", drifting)
+    with pytest.raises(export_mod.ParityError, match="parity check failed.*1.00e-02"):
+        export_mod.export_bundle(enrolled, fast_params().export)
+    assert not (enrolled / "manifest.json").exists()
+
+
+@pytest.mark.skipif(tensorrt_available(), reason="TensorRT present: the engine is built instead")
+def test_without_tensorrt_the_manifest_says_so_with_the_build_command(enrolled):
+    m = export_mod.export_bundle(enrolled, fast_params().export)
+    assert m.tensorrt.built is False
+    assert "tensorrt does not import" in m.tensorrt.reason and "--fp16" in m.tensorrt.reason
+    raw = json.loads((enrolled / "manifest.json").read_text())
+    assert raw["tensorrt"]["precision"] == "fp16"
+
+
+def test_explainability_files_map_bank_patches_to_images(enrolled):
+    export_mod.export_bundle(enrolled, fast_params().export)
+    bank = np.load(enrolled / "explain" / "bank_source.npy")
+    index = json.loads((enrolled / "explain" / "normals.json").read_text())
+    assert bank.shape[1] == 3 and bank[:, 0].max() < len(index["files"])
+    assert len(list((enrolled / "explain" / "normals").glob("*.jpg"))) == len(index["files"])
