@@ -1,0 +1,257 @@
+"""Anomaly engine benchmark: Lineguard vs anomalib's own pipeline, same images, same backbone.
+
+For each data set (MVTec AD bottle from ../shared/data, ELPV mono cells from the package):
+  * Lineguard: enroll (chunked coreset) + calibrate + export, then score test/ through the
+    lean serving engine (ONNX Runtime, batch 1) in a separate process.
+  * anomalib 2.7: ``Engine.fit`` of ``Patchcore`` on the same enrollment images and backbone
+    weights, then ``Engine.export(TORCH)`` scored image by image with its ``TorchInferencer``.
+Every system/data-set pair runs in its own process, so peak RSS is its own.
+
+    .venv/bin/python benchmarks/bench_anomaly.py                 # both data sets, both systems
+    .venv/bin/python benchmarks/bench_anomaly.py --skip-anomalib # Lineguard only (minutes)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+BOTTLE = ROOT.parent / "shared" / "data" / "mvtec_ad" / "bottle"
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _emit(obj: dict) -> None:
+    print("RESULT " + json.dumps(obj), flush=True)
+
+
+def _child(*args: str) -> dict:
+    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
+    if out.returncode or not lines:
+        raise RuntimeError(f"{args[0]} failed ({out.returncode}):\n{out.stderr[-4000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def _params(size: int, holdout: float | None = None):
+    from flows.params import load_params
+
+    ov = {"model.input_size": size, "tracking.enabled": False}
+    if holdout:
+        ov["calibration.holdout_fraction"] = holdout
+    return load_params(ROOT / "params.yaml", ov)
+
+
+# ---------------------------------------------------------------- Lineguard
+def ours_enroll(data: str, out: str, size: int, holdout: str = "") -> None:
+    from flows.enroll import enroll
+    from flows.export import export_bundle
+
+    params = _params(size, float(holdout) if holdout else None)
+    r = enroll(data, params, out, progress=False)
+    t = time.perf_counter()
+    m = export_bundle(out, params.export)
+    (Path(out) / "enroll_list.json").write_text(json.dumps(torch_list(out)))
+    _emit({"enroll_s": r.timings["enroll_s"], "embed_s": r.timings["embed_s"], "coreset_s": r.timings["coreset_s"],
+           "bank_size": r.bank_size, "n_enroll": r.n_enroll, "enroll_rss_mb": rss_mb(),
+           "export_s": time.perf_counter() - t, "parity": m.parity["onnx_max_rel_diff"]})
+
+
+def torch_list(bundle: str) -> list[str]:
+    from flows.enroll import load_enrollment
+
+    return load_enrollment(bundle)["enroll_files"]
+
+
+def ours_serve(bundle: str, data: str) -> None:
+    from flows.evaluate import evaluate
+    from serving.lean import heavy_modules_loaded
+
+    rep = evaluate(bundle, data, progress=False)
+    _emit({"image_auroc": rep["image_auroc"], "pixel_auroc": rep["pixel_auroc"], "frr": rep["frr"],
+           "escape_rate": rep["escape_rate"], "p50_ms": rep["latency_ms"]["p50"], "p99_ms": rep["latency_ms"]["p99"],
+           "serve_rss_mb": rss_mb(), "heavy_loaded": heavy_modules_loaded()})
+
+
+# ---------------------------------------------------------------- anomalib
+def anomalib_run(data: str, work: str, size: int, enroll_list: str) -> None:
+    import torch
+    from anomalib.data import Folder
+    from anomalib.deploy import ExportType, TorchInferencer
+    from anomalib.engine import Engine
+    from anomalib.models import Patchcore
+    from anomalib.pre_processing import PreProcessor
+    from torchvision.transforms.v2 import Compose, Normalize, Resize
+
+    from flows.backbone import backbone_state_dict, load_into_feature_extractor
+    from flows.dataset import scan_dataset
+    from flows.metrics import auroc
+    from flows.evaluate import metrics_at
+    from serving.images import read_mask
+    from serving.preprocess import resize
+
+    torch.manual_seed(0)
+    data, work = Path(data), Path(work)
+    normal = work / "normal"
+    normal.mkdir(parents=True, exist_ok=True)
+    for name in json.loads(Path(enroll_list).read_text()):
+        link = normal / name
+        if not link.exists():
+            os.symlink(data / "train" / "good" / name, link)
+    ds = scan_dataset(data, need_train=False, need_test=True)
+    types = sorted({s.defect_type for s in ds.test if s.label})
+    has_masks = (data / "ground_truth").is_dir()
+    dm = Folder(name="bench", root=data, normal_dir=normal, abnormal_dir=[data / "test" / t for t in types],
+                normal_test_dir=data / "test" / "good",
+                mask_dir=[data / "ground_truth" / t for t in types] if has_masks else None,
+                train_batch_size=16, eval_batch_size=16, num_workers=1, seed=0)
+    pre = PreProcessor(transform=Compose([Resize((size, size), antialias=True), Normalize([0.5] * 3, [0.5] * 3)]))
+    model = Patchcore(backbone="tf_efficientnet_lite0", layers=["blocks.2", "blocks.4"], pre_trained=False,
+                      coreset_sampling_ratio=0.1, pre_processor=pre)
+    load_into_feature_extractor(model.model.feature_extractor.feature_extractor, backbone_state_dict("tf_efficientnet_lite0"))
+    coreset = {}
+    original = model.model.subsample_embedding
+
+    def timed(*a, **k):
+        t = time.perf_counter()
+        original(*a, **k)
+        coreset["s"] = time.perf_counter() - t
+
+    model.model.subsample_embedding = timed
+    engine = Engine(accelerator="cpu", devices=1, logger=False, default_root_dir=str(work / "engine"),
+                    enable_progress_bar=False, enable_checkpointing=False)
+    t = time.perf_counter()
+    engine.fit(model=model, datamodule=dm)
+    fit_s = time.perf_counter() - t
+    bank = int(model.model.memory_bank.shape[0])
+    fit_rss = rss_mb()
+    path = engine.export(model=model, export_type=ExportType.TORCH, export_root=str(work / "export"))
+    inferencer = TorchInferencer(path=path, device="cpu")
+    scores, labels, lat, preds, maps, masks = [], [], [], [], [], []
+    for s in ds.test:
+        t = time.perf_counter()
+        p = inferencer.predict(s.path)
+        lat.append((time.perf_counter() - t) * 1e3)
+        scores.append(float(p.pred_score.reshape(-1)[0]))
+        preds.append(bool(p.pred_label.reshape(-1)[0]))
+        labels.append(s.label)
+        if has_masks:
+            amap = p.anomaly_map.reshape(p.anomaly_map.shape[-2:]).numpy()
+            maps.append(amap)
+            gt = read_mask(s.mask).astype(np.uint8) if s.mask else np.zeros((2, 2), np.uint8)
+            masks.append(resize(gt, *amap.shape, nearest=True) > 0)
+    scores, labels, preds = np.array(scores), np.array(labels), np.array(preds)
+    _emit({"enroll_s": fit_s, "coreset_s": coreset.get("s"), "bank_size": bank, "enroll_rss_mb": fit_rss,
+           "image_auroc": auroc(labels, scores), "pixel_auroc": auroc(np.stack(masks), np.stack(maps)) if has_masks else None,
+           "frr": float(preds[labels == 0].mean()), "escape_rate": float(1 - preds[labels == 1].mean()),
+           "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)), "serve_rss_mb": rss_mb(),
+           "threshold_note": "anomalib's F1-adaptive threshold, fitted on its validation split (half of test)"})
+
+
+# ---------------------------------------------------------------- driver
+ROWS = [("image AUROC", "image_auroc", "{:.4f}"), ("pixel AUROC", "pixel_auroc", "{:.4f}"),
+        ("false-reject rate", "frr", "{:.3f}"), ("escape rate", "escape_rate", "{:.3f}"),
+        ("enrollment time (s)", "enroll_s", "{:.1f}"), ("  of which coreset (s)", "coreset_s", "{:.1f}"),
+        ("memory bank (patches)", "bank_size", "{:d}"), ("serving latency p50 (ms)", "p50_ms", "{:.1f}"),
+        ("serving latency p99 (ms)", "p99_ms", "{:.1f}"), ("peak RSS enroll (MiB)", "enroll_rss_mb", "{:.0f}"),
+        ("peak RSS serving (MiB)", "serve_rss_mb", "{:.0f}")]
+
+
+def fmt(v, f):
+    if v is None:
+        return "n/a"
+    return f.format(int(v)) if f == "{:d}" else f.format(v)
+
+
+def table(results: dict) -> str:
+    lines = []
+    for name, res in results.items():
+        ours, anom = res["lineguard"], res.get("anomalib")
+        lines += [f"### {name}", "", "| metric | Lineguard | anomalib 2.7 | ratio |", "|---|---|---|---|"]
+        for label, key, f in ROWS:
+            a = anom.get(key) if anom else None
+            o = ours.get(key)
+            ratio = ""
+            if a not in (None, 0) and o not in (None, 0) and key in ("enroll_s", "coreset_s", "p50_ms", "p99_ms",
+                                                                   "enroll_rss_mb", "serve_rss_mb", "bank_size"):
+                ratio = f"{a / o:.1f}x" + (" faster" if key.endswith(("_s", "_ms")) else " less")
+            lines.append(f"| {label} | {fmt(o, f)} | {fmt(a, f) if anom else 'skipped'} | {ratio} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--datasets", default="bottle,elpv")
+    ap.add_argument("--skip-anomalib", action="store_true")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out"))
+    args = ap.parse_args()
+    from tqdm.auto import tqdm
+
+    from flows.prepare import prepare_elpv
+    from flows.settings import quiet_environment
+
+    quiet_environment(ROOT)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    sets = {}
+    for name in args.datasets.split(","):
+        if name == "bottle":
+            if not BOTTLE.is_dir():
+                print(f"skipping bottle: {BOTTLE} not found (../shared/data is only in the Lineguard workplace)")
+                continue
+            sets["MVTec AD bottle @256"] = (BOTTLE, 256)
+        elif name == "elpv":
+            sets["ELPV mono cells @224"] = (prepare_elpv(out / "elpv"), 224)
+    results = {}
+    steps = [(n, s) for n in sets for s in ("lineguard", "anomalib") if not (s == "anomalib" and args.skip_anomalib)]
+    for name, system in tqdm(steps, desc="benchmark", unit="run"):
+        data, size = sets[name]
+        work = out / name.split()[0].lower()
+        res = results.setdefault(name, {})
+        if system == "lineguard":
+            bundle = work / "bundle"
+            res["lineguard"] = {**_child("ours_enroll", str(data), str(bundle), str(size)),
+                                **_child("ours_serve", str(bundle), str(data))}
+        else:
+            res["anomalib"] = _child("anomalib_run", str(data), str(work / "anomalib"), str(size),
+                                     str(work / "bundle" / "enroll_list.json"))
+    if BOTTLE.is_dir():
+        # the spec's enrollment target: 200 images at 256 px, 10 % coreset
+        results["enroll-200"] = _child("ours_enroll", str(BOTTLE), str(out / "enroll200"), "256", "0.04")
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"python {platform.python_version()}, batch 1, ONNX Runtime CPU\n")
+    print(table({k: v for k, v in results.items() if k != "enroll-200"}))
+    if "enroll-200" in results:
+        e = results["enroll-200"]
+        print(f"enrollment of {e['n_enroll']} bottle images @256, 10% coreset: {e['enroll_s']:.1f} s "
+              f"(embed {e['embed_s']:.1f} s, coreset {e['coreset_s']:.1f} s), bank {e['bank_size']}, "
+              f"peak RSS {e['enroll_rss_mb']:.0f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] in ("ours_enroll", "ours_serve", "anomalib_run"):
+        import warnings
+
+        warnings.filterwarnings("ignore")
+        from flows.settings import quiet_environment
+
+        quiet_environment(ROOT)
+        globals()[sys.argv[1]](*sys.argv[2:])
+        sys.exit(0)
+    sys.exit(main())
