@@ -104,7 +104,7 @@ def anomalib_run(data: str, work: str, size: int, enroll_list: str) -> None:
     from serving.preprocess import resize
 
     torch.manual_seed(0)
-    data, work = Path(data), Path(work)
+    data, work, size = Path(data), Path(work), int(size)
     normal = work / "normal"
     normal.mkdir(parents=True, exist_ok=True)
     for name in json.loads(Path(enroll_list).read_text()):
@@ -132,7 +132,7 @@ def anomalib_run(data: str, work: str, size: int, enroll_list: str) -> None:
 
     model.model.subsample_embedding = timed
     engine = Engine(accelerator="cpu", devices=1, logger=False, default_root_dir=str(work / "engine"),
-                    enable_progress_bar=False, enable_checkpointing=False)
+                    enable_progress_bar=False)
     t = time.perf_counter()
     engine.fit(model=model, datamodule=dm)
     fit_s = time.perf_counter() - t

@@ -5,11 +5,16 @@
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
+import time
 
-from serving.errors import LineguardError
+PROCESS_START_NS = time.monotonic_ns()
+
+import argparse  # noqa: E402 - the start time is taken before anything else loads
+import json  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+
+from serving.errors import LineguardError  # noqa: E402
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -43,6 +48,67 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    import threading
+
+    from serving.config import load_config
+    from serving.station import Station
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stdout)
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    cfg = load_config(args.config)
+    if args.max_frames:
+        cfg.max_frames = args.max_frames
+    station = Station(cfg, started_ns=PROCESS_START_NS)
+    server = None
+    if not args.no_api:
+        import uvicorn
+
+        from serving.api import create_app
+
+        server = uvicorn.Server(uvicorn.Config(create_app(station), host=cfg.api.host, port=cfg.api.port,
+                                               log_level="warning"))
+        threading.Thread(target=server.run, name="api", daemon=True).start()
+        print(f"operator page: http://{cfg.api.host}:{cfg.api.port}/", flush=True)
+    station.start()
+    try:
+        while not station.wait(0.5):
+            pass
+        st = station.state
+        print(f"done: {st.frames} parts, {st.counts.get('PASS', 0)} PASS, {st.counts.get('FAIL', 0)} FAIL; "
+              f"reject pulses {station.actuator.counts['pulses']}, late {station.actuator.counts['late']}, "
+              f"actuator errors {station.actuator.counts['errors']}; dropped frames {station.source.dropped}; "
+              f"first verdict {st.first_verdict_ms:.0f} ms after process start", flush=True)
+        if not args.exit_when_done and server is not None:
+            print("replay finished; the operator page stays up (Ctrl-C to stop)", flush=True)
+            while True:
+                time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        station.stop()
+        if server is not None:
+            server.should_exit = True
+    return 0
+
+
+def _gen_key(args: argparse.Namespace) -> int:
+    from serving.evidence import generate_key
+
+    print(f"wrote {generate_key(args.path)} (keep a copy off the station: evidence cannot be read without it)")
+    return 0
+
+
+def _hash_password(args: argparse.Namespace) -> int:
+    import getpass
+
+    from serving.auth import hash_password
+
+    pw = args.password or getpass.getpass("password: ")
+    print(hash_password(pw))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The station CLI's argument parser."""
     p = argparse.ArgumentParser(prog="lineguard-station", description="Lineguard station runtime")
@@ -57,11 +123,29 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--limit", type=int)
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=_replay)
+    s = sub.add_parser("run", help="run the station from a config file")
+    s.add_argument("--config", required=True)
+    s.add_argument("--no-api", action="store_true", help="no operator page / API")
+    s.add_argument("--max-frames", type=int, help="stop after this many parts")
+    s.add_argument("--exit-when-done", action="store_true", help="exit when a replay ends")
+    s.set_defaults(func=_run)
+    k = sub.add_parser("gen-key", help="create an AES-256 key file for the evidence buffer")
+    k.add_argument("path")
+    k.set_defaults(func=_gen_key)
+    h = sub.add_parser("hash-password", help="hash a password for api.users in the station config")
+    h.add_argument("--password", help="(prompted if omitted)")
+    h.set_defaults(func=_hash_password)
+    sub.add_parser("plc-sim", help="Modbus TCP PLC simulator (lineguard-station plc-sim --help)", add_help=False)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; bad input exits 2 with a one-line message, never a traceback."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["plc-sim"]:
+        from serving.plcsim import main as plcsim_main
+
+        return plcsim_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

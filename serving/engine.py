@@ -154,6 +154,10 @@ class AnomalyEngine:
         score, amap, match = self.backend.run(np.ascontiguousarray(batch, dtype=np.float32))
         return score.astype(np.float32), amap[:, 0], match
 
+    def warmup(self) -> None:
+        """Run one dummy batch so the first real part does not pay for lazy initialisation."""
+        self.score_batch(np.zeros((1, 3, self.spec.height, self.spec.width), np.float32))
+
     def infer(self, image_rgb: np.ndarray, *, source: str = "image", keep_crop: bool = True) -> Result:
         """Score one HxWx3 uint8 RGB image (batch of 1)."""
         score, amap, match = self.score_batch(self.prepare(image_rgb, source=source)[None])
