@@ -63,3 +63,47 @@ def mlflow_server(root: Path):
            "--workers", "1"]
     with service(cmd, f"http://127.0.0.1:{port}/health", root / "server.log", env={"MLFLOW_DISABLE_TELEMETRY": "true"}):
         yield f"http://127.0.0.1:{port}"
+
+
+@contextlib.contextmanager
+def plc_sim(tmp: Path, *extra: str):
+    """The project's Modbus PLC simulator on 127.0.0.1; yields (port, edge-log path)."""
+    port = free_port()
+    edges = tmp / f"edges-{port}.jsonl"
+    log = tmp / f"plcsim-{port}.log"
+    cmd = [sys.executable, "-m", "serving.cli", "plc-sim", "--port", str(port), "--edges", str(edges), *extra]
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"plc-sim exited: {log.read_text()}")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+            time.sleep(0.1)
+        else:
+            raise TimeoutError(f"plc-sim not listening on {port}: {log.read_text()}")
+        yield port, edges
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def coil_edges(edges: Path, address: int) -> list[tuple[int, int]]:
+    """(t_ns, value) of every write to one coil, in order."""
+    import json
+
+    if not edges.exists():
+        return []
+    out = []
+    for line in edges.read_text().splitlines():
+        e = json.loads(line)
+        if e["kind"] == "coil" and e["address"] == address:
+            out.append((e["t_ns"], e["values"][0]))
+    return out

@@ -1,0 +1,106 @@
+"""The operator API: auth and roles, review dispositions, audit, gate changes, bundle reloads, bad requests."""
+
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+from serving.api import create_app
+from serving.audit import verify_chain
+from serving.station import Station
+
+
+@pytest.fixture()
+def station(make_config):
+    st = Station(make_config())
+    st.start()
+    assert st.wait(30)
+    yield st
+    st.stop()
+
+
+@pytest.fixture()
+def client(station):
+    return TestClient(create_app(station))
+
+
+def login(client, user, pw):
+    r = client.post("/api/login", json={"username": user, "password": pw})
+    assert r.status_code == 200, r.text
+    return {"Authorization": f"Bearer {r.json()['token']}"}
+
+
+def test_nothing_that_changes_state_is_anonymous(client):
+    assert client.get("/api/state").status_code == 401
+    assert client.post("/api/review/1", json={"disposition": "defect"}).status_code == 401
+    assert client.put("/api/gate", json={"min_area_px": 10}).status_code == 401
+    assert client.post("/api/bundle", json={"path": "/x"}).status_code == 401
+    assert client.post("/api/login", json={"username": "olga", "password": "wrong"}).status_code == 401
+    assert client.get("/healthz").json()["ok"] is True
+    assert b"lineguard_stage_latency_seconds" in client.get("/metrics").content
+
+
+def test_state_counts_match_the_evidence_store(client, station):
+    h = login(client, "olga", "op-pass")
+    s = client.get("/api/state", headers=h).json()
+    counts = station.evidence.counts()
+    assert s["counts"] == {"PASS": counts.get("PASS", 0), "FAIL": counts.get("FAIL", 0)}
+    assert s["frames"] == sum(counts.values()) == 12
+    assert s["last"]["verdict"] in ("PASS", "FAIL")
+
+
+def test_review_disposition_is_stored_with_user_and_time_and_audited(client, station):
+    h = login(client, "olga", "op-pass")
+    items = client.get("/api/review", headers=h).json()["items"]
+    assert 3 <= len(items) <= 5 and {i["kind"] for i in items} <= {"borderline", "novel"}
+    png = client.get(f"/api/evidence/{items[0]['id']}/overlay.png", headers=h)
+    assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
+    r = client.post(f"/api/review/{items[0]['id']}", json={"disposition": "defect", "class_name": "crack"}, headers=h)
+    assert r.status_code == 200
+    rec = station.evidence.get(items[0]["id"])
+    assert (rec["disposition"], rec["disposition_class"], rec["disposition_user"]) == ("defect", "crack", "olga")
+    assert rec["disposition_time"] > 0
+    entries = station.audit.entries()
+    assert entries[-1]["action"] == "disposition" and entries[-1]["user"] == "olga"
+    assert verify_chain(station.audit.path) is None
+
+
+def test_audit_log_is_append_only_and_tamper_evident(client, station):
+    h = login(client, "eddie", "eng-pass")
+    client.put("/api/gate", json={"min_area_px": 5}, headers=h)
+    client.put("/api/gate", json={"min_area_px": 6}, headers=h)
+    lines = station.audit.path.read_text().splitlines()
+    edited = json.loads(lines[0])
+    edited["user"] = "mallory"
+    station.audit.path.write_text("\n".join([json.dumps(edited, sort_keys=True), *lines[1:]]) + "\n")
+    assert verify_chain(station.audit.path) == 1
+
+
+def test_roles_gate_changes_and_malformed_requests(client, station):
+    op, eng = login(client, "olga", "op-pass"), login(client, "eddie", "eng-pass")
+    r = client.put("/api/gate", json={"min_area_px": 100}, headers=op)
+    assert r.status_code == 403 and "engineer role" in r.json()["detail"]
+    r = client.put("/api/gate", json={"min_area_px": 100, "persistence_n": 1}, headers=eng)
+    assert r.status_code == 200 and station.rules.min_area_px == 100
+    assert station.audit.entries()[-1]["action"] == "gate_changed"
+    r = client.put("/api/gate", json={"min_area": 1}, headers=eng)
+    assert r.status_code == 422 and "unknown gate field" in r.json()["detail"]
+    r = client.put("/api/gate", json={"persistence_n": 0}, headers=eng)
+    assert r.status_code == 422 and "persistence_n" in r.json()["detail"]
+    r = client.post("/api/review/1", json={"disposition": "maybe"}, headers=op)
+    assert r.status_code == 422 and "disposition" in r.text
+    r = client.post("/api/review/1", content=b"{not json", headers={**op, "Content-Type": "application/json"})
+    assert r.status_code == 422
+    assert client.post("/api/review/999999", json={"disposition": "defect"}, headers=op).status_code == 404
+    assert client.get("/healthz").json()["ok"]  # still up
+
+
+def test_bad_bundle_is_refused_and_the_old_one_keeps_running(client, station, bundle_copy):
+    eng = login(client, "eddie", "eng-pass")
+    before = station.engine.bundle.manifest.bundle_version
+    (bundle_copy / "model.onnx").write_bytes(b"tampered")
+    r = client.post("/api/bundle", json={"path": str(bundle_copy)}, headers=eng)
+    assert r.status_code == 409 and "sha256 does not match" in r.json()["detail"] and before in r.json()["detail"]
+    assert station.engine.bundle.manifest.bundle_version == before
+    assert station.alarms.is_active("bundle")
+    assert station.audit.entries()[-1]["action"] == "bundle_refused"

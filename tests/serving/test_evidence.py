@@ -1,0 +1,146 @@
+"""The evidence buffer: encryption at rest, retention/quota order, sync, crash safety, bad keys and full disks."""
+
+import errno
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from serving.alarms import Alarms
+from serving.config import EvidenceConfig
+from serving.evidence import EvidenceStore, generate_key
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"IHDR-plaintext-marker" * 200
+
+
+def store(tmp_path, **kw):
+    key = tmp_path / "k.key"
+    if not key.exists() and kw.pop("make_key", True):
+        generate_key(key)
+    cfg = EvidenceConfig(dir=str(tmp_path / "ev"), key_file=str(key), **kw)
+    alarms = Alarms()
+    return EvidenceStore(cfg, alarms, "st1"), alarms
+
+
+def rec(seq, verdict="FAIL", **kw):
+    return {"seq": seq, "t_trigger_ns": 1000 + seq, "verdict": verdict, "rule": "anomaly", "score": 1.0, **kw}
+
+
+def test_images_are_encrypted_at_rest_and_decrypt_intact(tmp_path):
+    ev, _ = store(tmp_path)
+    rid = ev.record(rec(1), PNG, PNG)
+    files = list((tmp_path / "ev" / "images").iterdir())
+    assert len(files) == 2
+    for f in files:
+        raw = f.read_bytes()
+        assert b"\x89PNG" not in raw and b"plaintext-marker" not in raw
+    assert ev.read_image(ev.get(rid)["overlay_file"]) == PNG
+
+
+def test_tampered_image_is_detected(tmp_path):
+    ev, _ = store(tmp_path)
+    rid = ev.record(rec(1), PNG, None)
+    path = tmp_path / "ev" / "images" / ev.get(rid)["crop_file"]
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 1
+    path.write_bytes(bytes(raw))
+    with pytest.raises(Exception):  # cryptography's InvalidTag
+        ev.read_image(path.name)
+
+
+def test_quota_drops_synced_first_then_unsynced_pass_and_fail_last_with_an_alarm(tmp_path):
+    ev, alarms = store(tmp_path, quota_mb=0.02)  # ~20 KB: room for about two records' images
+    a = ev.record(rec(1, "FAIL"), PNG, PNG)
+    b = ev.record(rec(2, "PASS"), PNG, PNG)
+    ev.db.execute("UPDATE frames SET synced=1 WHERE id=?", (a,))
+    c = ev.record(rec(3, "FAIL"), PNG, PNG)
+    out = ev.enforce_limits()
+    assert out["synced_images"] == 1 and ev.get(a)["images_dropped"] == 1
+    assert ev.get(c)["overlay_file"]  # unsynced FAIL survives while anything else can go
+    for i in range(4, 10):
+        ev.record(rec(i, "FAIL"), PNG, PNG)
+    out = ev.enforce_limits()
+    assert ev.get(b)["images_dropped"] == 1
+    assert out["unsynced_fail_images"] > 0 and alarms.is_active("evidence_fail_dropped")
+    assert ev.get(c)["verdict"] == "FAIL"  # the record itself is never dropped unsynced
+
+
+def test_retention_expires_only_synced_records(tmp_path):
+    ev, alarms = store(tmp_path, retention_h=1)
+    old_synced = ev.record(rec(1, wall_time=time.time() - 7200), PNG, None)
+    old_unsynced = ev.record(rec(2, wall_time=time.time() - 7200), PNG, None)
+    ev.db.execute("UPDATE frames SET synced=1 WHERE id=?", (old_synced,))
+    assert ev.enforce_limits()["expired"] == 1
+    assert ev.get(old_synced) is None and ev.get(old_unsynced) is not None
+    assert alarms.is_active("evidence_unsynced_old")
+
+
+def test_sync_copies_records_and_marks_them_and_reports_offline(tmp_path):
+    ev, _ = store(tmp_path)
+    ids = [ev.record(rec(i), PNG, PNG) for i in range(3)]
+    with pytest.raises(ConnectionError, match="not reachable"):
+        ev.sync(tmp_path / "not-mounted")
+    dest = tmp_path / "remote"
+    dest.mkdir()
+    assert ev.sync(f"file://{dest}") == 3
+    lines = (dest / "st1" / "records.jsonl").read_text().splitlines()
+    assert [json.loads(x)["id"] for x in lines] == ids
+    assert len(list((dest / "st1" / "images").iterdir())) == 6 and ev.unsynced() == 0
+
+
+def test_missing_key_keeps_records_without_images_and_alarms(tmp_path):
+    ev, alarms = store(tmp_path, make_key=False)
+    assert alarms.is_active("evidence_key") and "gen-key" in alarms.active()[0].message
+    rid = ev.record(rec(1), PNG, PNG)
+    assert ev.get(rid)["verdict"] == "FAIL" and ev.get(rid)["crop_file"] is None
+    assert not list((tmp_path / "ev" / "images").iterdir())  # never stored in the clear
+
+
+def test_full_disk_keeps_the_record_and_alarms(tmp_path, monkeypatch):
+    ev, alarms = store(tmp_path)
+
+    def full(*_):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ev, "_encrypt_to", full)
+    rid = ev.record(rec(1), PNG, PNG)
+    assert rid is not None and ev.get(rid)["crop_file"] is None
+    assert alarms.is_active("evidence_disk") and "disk full" in alarms.active()[0].message
+
+
+WRITER = """
+import sys, time
+from serving.alarms import Alarms
+from serving.config import EvidenceConfig
+from serving.evidence import EvidenceStore
+ev = EvidenceStore(EvidenceConfig(dir=sys.argv[1], key_file=sys.argv[2]), Alarms(), "st1")
+png = b"\\x89PNG" + bytes(range(256)) * 400
+i = 0
+while True:
+    i += 1
+    ev.record({"seq": i, "t_trigger_ns": i, "verdict": "FAIL", "rule": "anomaly", "score": float(i)}, png, png)
+    if i == 20:
+        print("writing", flush=True)
+"""
+
+
+def test_kill_9_mid_write_leaves_every_committed_record_intact(tmp_path):
+    key = generate_key(tmp_path / "k.key")
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path / "ev"), str(key)], stdout=subprocess.PIPE)
+    assert proc.stdout.readline().strip() == b"writing"
+    time.sleep(0.5)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    ev = EvidenceStore(EvidenceConfig(dir=str(tmp_path / "ev"), key_file=str(key)), Alarms(), "st1")
+    rows = ev.query(limit=100_000, order="id")
+    assert len(rows) >= 20
+    for r in rows:
+        for f in (r["crop_file"], r["overlay_file"]):
+            assert ev.read_image(f).startswith(b"\x89PNG")  # authenticated: complete and unaltered
+    assert not list((tmp_path / "ev" / "images").glob("*.tmp"))  # swept at start-up
+    assert sqlite3.connect(tmp_path / "ev" / "evidence.db").execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -1,0 +1,82 @@
+"""Frame sources: replay pacing and sequence numbers, drops, corrupt frames, camera reconnects."""
+
+import threading
+import time
+
+import cv2
+import numpy as np
+
+from serving.alarms import Alarms
+from serving.sources import FrameSource, FreeRunTrigger, HttpTrigger, OpenCVGrabber, ReplayGrabber
+
+
+def folder(tmp_path, n=6, corrupt=False):
+    d = tmp_path / "imgs"
+    d.mkdir()
+    for i in range(n):
+        cv2.imwrite(str(d / f"{i:03d}.png"), np.full((32, 32, 3), i * 20, np.uint8))
+    if corrupt:
+        (d / "002.png").write_bytes(b"garbage")
+    return d
+
+
+def drain(src):
+    out = []
+    while (f := src.get(timeout=5)) is not None:
+        out.append(f)
+    return out
+
+
+def test_replay_gives_sequence_numbers_monotonic_triggers_and_paces(tmp_path):
+    src = FrameSource(ReplayGrabber(folder(tmp_path)), FreeRunTrigger(50.0), queue_size=16).start()
+    frames = drain(src)
+    assert [f.seq for f in frames] == [1, 2, 3, 4, 5, 6]
+    t = [f.t_trigger_ns for f in frames]
+    assert all(b > a for a, b in zip(t, t[1:]))
+    assert (t[-1] - t[0]) / 1e6 >= 5 * 20 * 0.9  # 50 Hz pacing
+    assert all(f.t_capture_ns >= f.t_trigger_ns for f in frames)
+
+
+def test_corrupt_frame_is_an_error_frame_not_a_crash(tmp_path):
+    frames = drain(FrameSource(ReplayGrabber(folder(tmp_path, corrupt=True)), FreeRunTrigger(200.0), 16).start())
+    bad = [f for f in frames if f.error]
+    assert len(frames) == 6 and len(bad) == 1 and bad[0].error == "corrupt_frame" and "002.png" in bad[0].error_detail
+
+
+def test_a_slow_consumer_drops_the_oldest_frames_and_counts_them(tmp_path):
+    src = FrameSource(ReplayGrabber(folder(tmp_path, n=12)), FreeRunTrigger(500.0), queue_size=2).start()
+    time.sleep(0.3)  # nobody consumes meanwhile
+    frames = drain(src)
+    assert src.dropped > 0 and len(frames) + src.dropped == 12
+    assert [f.seq for f in frames] == sorted(f.seq for f in frames)
+
+
+def test_http_trigger_timestamps_on_arrival(tmp_path):
+    trig = HttpTrigger()
+    src = FrameSource(ReplayGrabber(folder(tmp_path, n=2)), trig, queue_size=4).start()
+    t = time.monotonic_ns()
+    trig.fire()
+    f = src.get(timeout=2)
+    assert f.seq == 1 and f.t_trigger_ns >= t and f.t_capture_ns >= f.t_trigger_ns
+    src.stop()
+
+
+def test_camera_that_is_missing_is_retried_with_backoff_and_recovers(tmp_path):
+    video = tmp_path / "cam.avi"
+    alarms = Alarms()
+    grabber = OpenCVGrabber(str(video), alarms, initial_s=0.05, max_s=0.2)
+    result = {}
+    t = threading.Thread(target=lambda: result.setdefault("frame", grabber.grab()))
+    t.start()
+    time.sleep(0.4)
+    assert alarms.is_active("camera") and grabber.reconnects >= 2 and t.is_alive()  # waiting, not dead
+    w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (32, 24))
+    for _ in range(3):
+        w.write(np.full((24, 32, 3), 128, np.uint8))
+    w.release()
+    t.join(5)
+    img, _, err, _ = result["frame"]
+    assert err is None and img.shape == (24, 32, 3) and not alarms.is_active("camera")
+    # end of the file = the camera dropping out: a missing frame and an alarm, then a reconnect
+    errors = [grabber.grab()[2] for _ in range(4)]
+    assert "missing_frame" in errors
