@@ -6,6 +6,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# Debian's Chromium for the operator-page browser test (Playwright cannot download its own here)
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "installing Debian chromium for the browser test"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
 
 export LINEGUARD_TEST_BUNDLE="$PWD/.lineguard/test-bundle"
 export HF_HUB_OFFLINE=1 DVC_NO_ANALYTICS=1 MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=1
