@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from serving.errors import LineguardError
+from serving.errors import exit_code
 
 
 def _params(args: argparse.Namespace):
@@ -190,11 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     # timm and anomalib warn about their own internal deprecations on import; not actionable here.
     warnings.filterwarnings("ignore", category=FutureWarning)
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except LineguardError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return exit_code(lambda: args.func(args))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import json  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
 
-from serving.errors import LineguardError  # noqa: E402
+from serving.errors import exit_code  # noqa: E402
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -147,11 +147,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return plcsim_main(argv[1:])
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except LineguardError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return exit_code(lambda: args.func(args))
 
 
 if __name__ == "__main__":

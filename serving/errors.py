@@ -6,6 +6,9 @@ operator or an ML engineer can act on the message alone.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+
 
 class LineguardError(Exception):
     """Base class: a problem with input that the user can fix."""
@@ -29,3 +32,12 @@ class DatasetError(LineguardError):
 
 class ConfigError(LineguardError):
     """A parameter or config field has a value that cannot work."""
+
+
+def exit_code(command: Callable[[], int]) -> int:
+    """Run a CLI command; a :class:`LineguardError` becomes one line on stderr and exit code 2, never a traceback."""
+    try:
+        return command()
+    except LineguardError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

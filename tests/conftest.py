@@ -9,24 +9,9 @@ from pathlib import Path
 import pytest
 
 from flows.settings import quiet_environment
+from helpers import ROOT, fast_params, link_subset, require_bottle
 
-ROOT = Path(__file__).resolve().parents[1]
 quiet_environment(ROOT)
-SHARED_DATA = ROOT.parent / "shared" / "data"
-BOTTLE = SHARED_DATA / "mvtec_ad" / "bottle"
-
-
-def require_bottle() -> Path:
-    """Skip (with the reason) when ../shared/data is not beside the checkout."""
-    if not (BOTTLE / "train" / "good").is_dir():
-        pytest.skip(f"MVTec AD bottle not found at {BOTTLE} (../shared/data is only present in the Lineguard workplace)")
-    return BOTTLE
-
-
-def _link_subset(src: Path, dst: Path, n: int) -> None:
-    dst.mkdir(parents=True, exist_ok=True)
-    for p in sorted(src.iterdir())[:n]:
-        os.symlink(p, dst / p.name)
 
 
 @pytest.fixture(scope="session")
@@ -34,10 +19,10 @@ def small_bottle(tmp_path_factory) -> Path:
     """A real MVTec bottle subset in MVTec layout: 30 good to enroll, 6 good + 6 defects (with masks) to test."""
     src = require_bottle()
     root = tmp_path_factory.mktemp("bottle")
-    _link_subset(src / "train" / "good", root / "train" / "good", 30)
-    _link_subset(src / "test" / "good", root / "test" / "good", 6)
-    _link_subset(src / "test" / "broken_large", root / "test" / "broken_large", 6)
-    _link_subset(src / "ground_truth" / "broken_large", root / "ground_truth" / "broken_large", 6)
+    link_subset(src / "train" / "good", root / "train" / "good", 30)
+    link_subset(src / "test" / "good", root / "test" / "good", 6)
+    link_subset(src / "test" / "broken_large", root / "test" / "broken_large", 6)
+    link_subset(src / "ground_truth" / "broken_large", root / "ground_truth" / "broken_large", 6)
     return root
 
 
@@ -47,15 +32,6 @@ def small_elpv(tmp_path_factory) -> Path:
     from flows.prepare import prepare_elpv
 
     return prepare_elpv(tmp_path_factory.mktemp("elpv") / "elpv", n_train=30, n_test_good=10, n_test_defect=10)
-
-
-def fast_params(**model):
-    """Pipeline params for small, quick real runs (no MLflow unless a test asks)."""
-    from flows.params import load_params
-
-    overrides = {"model.input_size": 128, "tracking.enabled": False, "export.parity_images": 4,
-                 "model.batch_size": 8, **{f"model.{k}": v for k, v in model.items()}}
-    return load_params(ROOT / "params.yaml", overrides)
 
 
 @pytest.fixture(scope="session")

@@ -33,6 +33,17 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen, log: Path) -> No
     raise TimeoutError(f"{url} not healthy after {timeout} s; log:\n{log.read_text()[-3000:]}")
 
 
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM the process group, SIGKILL it if it has not gone in 10 s."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 @contextlib.contextmanager
 def service(cmd: list[str], health_url: str, log: Path, timeout: float = 120, env: dict | None = None):
     """Run ``cmd`` in its own process group until the block ends; yield when ``health_url`` answers 200."""
@@ -44,13 +55,7 @@ def service(cmd: list[str], health_url: str, log: Path, timeout: float = 120, en
         wait_http(health_url, timeout, proc, log)
         yield proc
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop(proc)
 
 
 @contextlib.contextmanager
@@ -86,13 +91,7 @@ def plc_sim(tmp: Path, *extra: str):
             raise TimeoutError(f"plc-sim not listening on {port}: {log.read_text()}")
         yield port, edges
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop(proc)
 
 
 def coil_edges(edges: Path, address: int) -> list[tuple[int, int]]:

@@ -4,7 +4,7 @@ import pytest
 
 from flows.params import load_params
 from serving.errors import ConfigError
-from conftest import ROOT
+from helpers import ROOT
 
 
 def test_repo_params_yaml_is_valid_and_matches_defaults_where_documented():

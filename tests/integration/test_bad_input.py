@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, fast_params
+from helpers import ROOT, fast_params
 from flows.cli import main as lineguard
 from flows.enroll import enroll
 from serving.errors import ConfigError, DatasetError, RoiError

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import fast_params
+from helpers import fast_params
 from flows.cli import main as lineguard
 from flows.evaluate import REQUIRED_KEYS
 from serving.bundle import load_bundle

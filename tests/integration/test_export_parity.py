@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import fast_params
+from helpers import fast_params
 from flows import export as export_mod
 from flows.enroll import enroll
 from serving.bundle import load_bundle

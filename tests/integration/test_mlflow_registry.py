@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import fast_params
+from helpers import fast_params
 from flows.enroll import enroll, set_run_id
 from flows.export import export_bundle
 from flows.tracking import client, log_enrollment, register_bundle

@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import fast_params
+from helpers import fast_params
 from flows.pipeline import enroll_flow
 from serving.bundle import load_bundle
 

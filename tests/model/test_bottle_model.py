@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from conftest import fast_params
+from helpers import fast_params
 from flows.enroll import enroll
 from flows.evaluate import evaluate
 from flows.export import export_bundle
