@@ -18,6 +18,7 @@ import numpy as np
 
 from serving.bundle import Bundle, load_bundle
 from serving.errors import BundleError
+from serving.images import to_rgb
 from serving.preprocess import display_crop, heatmap_overlay, preprocess
 
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -146,8 +147,8 @@ class AnomalyEngine:
         return list(self.backend.providers)
 
     def prepare(self, image_rgb: np.ndarray, *, source: str = "image") -> np.ndarray:
-        """ROI crop + resize + normalise: the engine's 3xHxW float32 input."""
-        return preprocess(image_rgb, self.spec, self.roi, source=source)
+        """ROI crop + resize + normalise: the engine's 3xHxW float32 input (gray/RGBA frames are converted)."""
+        return preprocess(to_rgb(image_rgb, source=source), self.spec, self.roi, source=source)
 
     def score_batch(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(scores [B], maps [B,H,W], patch_match [B,h,w]) for a preprocessed float32 batch."""

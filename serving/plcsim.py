@@ -86,7 +86,8 @@ async def serve(port: int, edges_path: str | None, auto_ack: bool, encoder_hr: i
                 await internal(5, ack_coil, [True])
             if next_trigger and time.monotonic() >= next_trigger:
                 await internal(5, trigger_coil, [True])
-                next_trigger += trigger_period_ms / 1e3
+                while next_trigger <= time.monotonic():  # one trigger per slot, no catch-up bursts
+                    next_trigger += trigger_period_ms / 1e3
             await asyncio.sleep(0.001)
 
     task = asyncio.create_task(ticker())

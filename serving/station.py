@@ -28,6 +28,7 @@ from serving.engine import AnomalyEngine
 from serving.errors import ImageError, LineguardError, RoiError
 from serving.evidence import EvidenceStore
 from serving.gate import GateInput, GateRules, decide
+from serving.images import to_rgb
 from serving.metrics import StationMetrics
 from serving.preprocess import Roi, anomaly_area, display_crop, heatmap_overlay
 from serving.sources import FrameSource, FreeRunTrigger, HttpTrigger, ModbusTrigger, OpenCVGrabber, ReplayGrabber
@@ -173,24 +174,25 @@ class Station:
         lat = {"capture": (frame.t_capture_ns - t0) / 1e6}
         with self._lock:
             engine, rules = self.engine, self.rules
-        score = area = amap = None
+        score = area = amap = image = None
         error, detail = frame.error, frame.error_detail
         if error is None:
             try:
                 t = time.monotonic_ns()
-                x = engine.prepare(frame.image, source=frame.name)
+                image = to_rgb(frame.image, source=frame.name)
+                x = engine.prepare(image, source=frame.name)
                 lat["preprocess"] = (time.monotonic_ns() - t) / 1e6
                 t = time.monotonic_ns()
                 scores, maps, _ = engine.score_batch(x[None])
                 lat["inference"] = (time.monotonic_ns() - t) / 1e6
                 score, amap = float(scores[0]), maps[0]
                 roi = engine.roi
-                roi_px = roi.w * roi.h if roi else frame.image.shape[0] * frame.image.shape[1]
+                roi_px = roi.w * roi.h if roi else image.shape[0] * image.shape[1]
                 area = anomaly_area(amap, rules.pixel_threshold, roi_px)
                 if not np.isfinite(score):
                     raise FloatingPointError("engine returned a non-finite score")
             except (ImageError, RoiError) as exc:
-                error, detail, score = "wrong_frame", str(exc), None
+                error, detail, score, image = "wrong_frame", str(exc), None, None
             except Exception as exc:  # noqa: BLE001 - any engine fault fails safe, never crashes the loop
                 error, detail, score = "engine_error", f"{type(exc).__name__}: {exc}", None
         elapsed_ms = (time.monotonic_ns() - t0) / 1e6
@@ -213,9 +215,9 @@ class Station:
                                                  "pulse_at_ns": act.pulse_at_ns, "note": act.note}}
         crop_png = overlay_png = None
         keep = decision.verdict == "FAIL" or self._sample_pass(frame.seq)
-        if keep and frame.image is not None:
+        if keep and image is not None:
             try:
-                crop = display_crop(frame.image, engine.spec, engine.roi)
+                crop = display_crop(image, engine.spec, engine.roi)
                 crop_png = _png(crop)
                 if amap is not None:
                     overlay_png = _png(heatmap_overlay(crop, amap, rules.pixel_threshold))

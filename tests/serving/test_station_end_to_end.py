@@ -114,3 +114,33 @@ def test_engine_fault_fails_safe(tmp_path, test_images, make_config):
     station.stop()
     assert len(recs) == 3 and all(r["rule"] == "fail_safe.engine_error" and r["verdict"] == "FAIL" for r in recs)
     assert "device lost" in recs[0]["reasons"][0]
+
+
+def test_frame_with_the_wrong_channel_count_fails_safe(make_config):
+    from serving.sources import Frame
+
+    station = Station(make_config(max_frames=1))
+    frame = Frame(seq=1, t_trigger_ns=time.monotonic_ns(), t_capture_ns=time.monotonic_ns(),
+                  image=np.zeros((300, 300, 2), np.uint8), name="cam0")
+    rec = station.process(frame)
+    assert (rec["verdict"], rec["rule"]) == ("FAIL", "fail_safe.wrong_frame") and "HxWx3" in rec["reasons"][0]
+    gray = Frame(seq=2, t_trigger_ns=time.monotonic_ns(), t_capture_ns=time.monotonic_ns(),
+                 image=np.zeros((300, 300), np.uint8), name="cam0")
+    assert station.process(gray)["rule"].startswith("anomaly")  # grayscale is converted, not refused
+    station.stop()
+
+
+def test_plc_triggered_capture(tmp_path, make_config):
+    with plc_sim(tmp_path, "--trigger-period-ms", "100") as (port, edges):
+        cfg = make_config(max_frames=4, source={"trigger": "modbus", "trigger_coil": 4, "trigger_poll_ms": 2},
+                          actuator={"kind": "none", "modbus": {"port": port}})
+        station = Station(cfg).start()
+        assert station.wait(20)
+        recs = station_records(cfg)
+        station.stop()
+    assert [r["seq"] for r in recs] == [1, 2, 3, 4]
+    gaps = np.diff([r["t_trigger_ns"] for r in recs]) / 1e6
+    # one capture per PLC trigger, 100 ms apart (the first may be a trigger already pending at start-up)
+    assert np.all((gaps[1:] > 60) & (gaps[1:] < 160)) and gaps[0] < 160
+    resets = [v for t, v in coil_edges(edges, 4) if v == 0]
+    assert len(resets) >= 4  # the station resets the trigger coil after each capture
