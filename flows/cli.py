@@ -83,11 +83,24 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_id(bundle: str) -> str | None:
+    from serving.bundle import load_bundle
+
+    return load_bundle(bundle, verify_hashes=False).manifest.provenance.mlflow_run_id
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Score the data set's test/ folder through the serving engine."""
     from flows.evaluate import evaluate
 
-    report = evaluate(args.bundle, args.data, progress=not args.json)
+    params = _params(args)
+    report = evaluate(args.bundle, args.data, progress=not args.json, keep=params.tracking.enabled)
+    run_id = _run_id(args.bundle) if params.tracking.enabled else None
+    if run_id:
+        from flows.tracking import log_evaluation
+
+        log_evaluation(run_id, report, params.tracking)
+    report.pop("_results", None)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=2))
@@ -172,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", required=True)
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.add_argument("--out", help="also write the JSON report to this file")
+    s.add_argument("--no-track", action="store_true", help="do not log to the bundle's MLflow run")
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("demo", help="the main job: ELPV demo end to end as a Prefect flow")

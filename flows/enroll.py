@@ -49,6 +49,7 @@ class EnrollResult:
     peak_rss_mb: float = 0.0
     holdout_scores: np.ndarray | None = None
     holdout_maps: np.ndarray | None = None
+    holdout_crops: np.ndarray | None = None
 
 
 def peak_rss_mb() -> float:
@@ -151,7 +152,7 @@ def enroll(data_dir: str | Path, params: Params, out_dir: str | Path, *, progres
     return EnrollResult(path=out / ENROLLMENT_FILE, thresholds=thresholds, bank_size=bank_size,
                         n_enroll=len(enroll_paths), n_holdout=len(hold_paths), dataset_hash=dhash,
                         skipped=skipped, timings=timings, peak_rss_mb=peak_rss_mb(),
-                        holdout_scores=scores, holdout_maps=maps)
+                        holdout_scores=scores, holdout_maps=maps, holdout_crops=_to_uint8_crops(x_hold, spec))
 
 
 def load_enrollment(path: str | Path) -> dict:

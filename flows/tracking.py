@@ -12,6 +12,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import numpy as np
 
 from flows.enroll import EnrollResult
 from flows.params import Params, TrackingParams
@@ -91,6 +92,14 @@ def log_enrollment(result: EnrollResult, params: Params, data_dir: str | Path) -
         hist = score_histogram({"held-out normal": result.holdout_scores}, result.thresholds.image,
                                Path(tmp) / "holdout_scores.png", "Held-out normal scores and the calibrated threshold")
         c.log_artifact(rid, str(hist), "plots")
+        if result.holdout_crops is not None:
+            from serving.preprocess import heatmap_overlay
+
+            top = np.argsort(-result.holdout_scores)[:4]
+            grid = overlay_grid([heatmap_overlay(result.holdout_crops[i], result.holdout_maps[i], result.thresholds.pixel)
+                                 for i in top], [f"held-out normal {result.holdout_scores[i]:.3g}" for i in top],
+                                Path(tmp) / "holdout_overlays.png")
+            c.log_artifact(rid, str(grid), "plots")
     return rid
 
 

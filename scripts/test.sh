@@ -24,7 +24,7 @@ echo "== serving tests in a station-only venv (.venv-station: the 'station' extr
 if [ ! -x .venv-station/bin/python ]; then python3 -m venv .venv-station; fi
 .venv-station/bin/python -m pip install -q --upgrade pip
 .venv-station/bin/python -m pip install -q -c constraints.txt -e ".[station,dev]"
-.venv-station/bin/python - <<'PY'
+.venv-station/bin/python -P - <<'PY'
 import importlib.util, sys
 heavy = [m for m in ("torch", "anomalib", "mlflow", "prefect", "dvc", "timm") if importlib.util.find_spec(m)]
 sys.exit(f"station venv has training packages installed: {heavy}") if heavy else print("station venv: no training packages installed")

@@ -187,6 +187,7 @@ class Actuator:
 
     SPIN_NS = 1_500_000  # busy-wait the last 1.5 ms before an edge
     MAX_EDGE_SLIP_MS = 20.0  # a reject edge later than this is dropped, not fired on the wrong part
+    ENCODER_TIMEOUT_S = 10.0
 
     def __init__(self, backend, cfg: ActuatorConfig, alarms: Alarms, metrics=None) -> None:
         self.backend, self.cfg, self.alarms, self.metrics = backend, cfg, alarms, metrics
@@ -200,6 +201,7 @@ class Actuator:
         self.edges: deque[tuple[str, int, int]] = deque(maxlen=10_000)  # (edge, seq, sent monotonic ns)
         self._encoder: deque[tuple[int, int]] = deque(maxlen=4096)  # (t_ns, count)
         self._awaiting_ack = False
+        self._active_pulses = 0
         self._thread = threading.Thread(target=self._run, name="actuator", daemon=True)
         self._thread.start()
         if cfg.delay_mode == "encoder":
@@ -294,6 +296,12 @@ class Actuator:
             self.alarms.raise_("plc", f"actuator {self.backend.name}: {exc}; retrying with backoff")
             return False
         self.connected = True
+        self._active_pulses = 0
+        try:
+            self.backend.set_reject(False)  # a lost 'off' must not leave the ejector firing
+        except Exception:  # noqa: BLE001
+            self.connected = False
+            return False
         self.alarms.clear("plc")
         return True
 
@@ -314,27 +322,38 @@ class Actuator:
                 heapq.heappop(self._heap)
             while time.monotonic_ns() < t_ns - lead:
                 pass
-            overdue_ms = (time.monotonic_ns() - t_ns) / 1e6
-            if kind == "on" and overdue_ms > self.MAX_EDGE_SLIP_MS:
-                # A pulse this late would hit the wrong part: drop it, count it, say so.
-                self._count("errors")
-                self.alarms.raise_("pulse_missed", f"reject pulse for part {args[0]} missed by {overdue_ms:.0f} ms "
-                                                   "(actuator was unavailable); check that part by hand")
+            connected = self._ensure_connected()
+            # checked after connecting: a reconnect can itself take up to the I/O timeout
+            if kind == "on" and (time.monotonic_ns() - t_ns) / 1e6 > self.MAX_EDGE_SLIP_MS:
+                self._missed(args[0], (time.monotonic_ns() - t_ns) / 1e6)
                 continue
-            if not self._ensure_connected():
-                self._count("errors")
-                if kind in ("on", "off", "stop_line", "pulse_encoder"):
-                    log.error("part %s: %s edge lost, PLC unreachable", args[0], kind)
+            if not connected:
+                self._retry(kind, args)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, self.cfg.retry_max_s)
                 continue
             backoff = self.cfg.retry_initial_s
             try:
                 self._do(kind, args)
-            except Exception as exc:  # noqa: BLE001 - a failed write: alarm, reconnect next time
+            except Exception as exc:  # noqa: BLE001 - a failed write: alarm, reconnect, retry what must not be lost
                 self.connected = False
-                self._count("errors")
                 self.alarms.raise_("plc", f"actuator {self.backend.name}: {kind} for part {args[0]} failed: {exc}")
+                self._retry(kind, args)
+
+    def _retry(self, kind: str, args: tuple) -> None:
+        """A job that could not run. Edges and stop-line are retried (an 'on' is re-checked against the
+        slip limit when it comes round again); a stale result is not, the next part's result supersedes it."""
+        self._count("errors")
+        if kind != "result":
+            self._push(time.monotonic_ns(), kind, args)
+
+    def _missed(self, seq: int, overdue_ms: float) -> None:
+        # A pulse this late would hit the wrong part: drop it, count it, say so, apply the late policy.
+        self._count("errors")
+        self.alarms.raise_("pulse_missed", f"reject pulse for part {seq} missed by {overdue_ms:.0f} ms "
+                                           "(actuator was unavailable); check that part by hand")
+        if self.cfg.late_policy == "stop_line":
+            self._push(time.monotonic_ns(), "stop_line", (seq,))
 
     def _do(self, kind: str, args: tuple) -> None:
         t0 = time.monotonic_ns()
@@ -346,37 +365,59 @@ class Actuator:
             self._awaiting_ack = True
             self._count("results")
         elif kind == "on":
-            self.backend.set_reject(True)
+            self._active_pulses += 1
+            if self._active_pulses == 1:
+                self.backend.set_reject(True)
             self.edges.append(("on", args[0], t0))
             self._count("pulses")
         elif kind == "off":
-            self.backend.set_reject(False)
+            # overlapping pulses (two FAILs closer than the width) merge: off only when the last one ends
+            self._active_pulses = max(0, self._active_pulses - 1)
+            if self._active_pulses == 0:
+                self.backend.set_reject(False)
             self.edges.append(("off", args[0], t0))
         elif kind == "stop_line":
             self.backend.set_stop_line(True)
             self.edges.append(("stop_line", args[0], t0))
         elif kind == "pulse_encoder":
-            seq, target, width = args
-            while target is not None and self._encoder and self._encoder[-1][1] < target and not self._stop:
-                time.sleep(0.0005)
-            self._push(time.monotonic_ns(), "on", (seq,))
-            self._push(time.monotonic_ns() + width, "off", (seq,))
+            self._encoder_step(*args)
             return
         rtt = time.monotonic_ns() - t0
         if kind in ("on", "off"):
             self.rtt_ns = int(0.8 * self.rtt_ns + 0.2 * rtt)
 
-    def _poll_encoder(self) -> None:
-        from serving.actuation import make_backend  # a second connection: the worker's must not block on polls
+    def _encoder_step(self, seq: int, target: int | None, width: int, since: int | None = None) -> None:
+        """Fire when the encoder reaches ``target``; otherwise look again in 0.5 ms (never block the worker)."""
+        now = time.monotonic_ns()
+        since = since or now
+        reached = target is None or (self._encoder and self._encoder[-1][1] >= target)
+        if reached:
+            self._push(now, "on", (seq,))
+            self._push(now + width, "off", (seq,))
+        elif now - since > int(self.ENCODER_TIMEOUT_S * 1e9):
+            self._count("late")
+            self.alarms.raise_("encoder", f"part {seq}: encoder did not reach {target} within "
+                                          f"{self.ENCODER_TIMEOUT_S:g} s (line stopped or encoder lost)")
+            if self.cfg.late_policy == "stop_line":
+                self._push(now, "stop_line", (seq,))
+        else:
+            self._push(now + 500_000, "pulse_encoder", (seq, target, width, since))
 
+    def _poll_encoder(self) -> None:
+        # a second connection: the worker's must not wait behind encoder polls
         backend = make_backend(self.cfg)
+        wraps, last = 0, None
         while not self._stop:
             try:
                 backend.connect()
                 while not self._stop:
                     t0 = time.monotonic_ns()
-                    count = backend.read_encoder()
-                    self._encoder.append(((t0 + time.monotonic_ns()) // 2, count))
+                    raw = backend.read_encoder()
+                    if last is not None and raw < last - 0x8000:  # 16-bit register wrapped
+                        wraps += 1
+                    last = raw
+                    self._encoder.append(((t0 + time.monotonic_ns()) // 2, raw + (wraps << 16)))
+                    self.alarms.clear("encoder")
                     time.sleep(0.001)
             except Exception as exc:  # noqa: BLE001
                 self.alarms.raise_("encoder", f"encoder register unreadable: {exc}; retrying")

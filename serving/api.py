@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from pathlib import Path
 from typing import Literal
 
@@ -23,7 +24,7 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from serving.auth import Session, Sessions, allowed, verify_password
+from serving.auth import Session, Sessions, allowed, hash_password, verify_password
 from serving.errors import LineguardError
 
 PAGE = Path(__file__).parent / "static" / "operator.html"
@@ -89,10 +90,17 @@ def create_app(station) -> FastAPI:
     def metrics() -> Response:
         return Response(station.metrics.render(), media_type="text/plain; version=0.0.4")
 
+    login_lock = threading.Lock()
+    dummy = hash_password("not-a-user")
+
     @app.post("/api/login")
     def login(body: Login) -> dict:
         user = cfg.api.users.get(body.username)
-        if user is None or not verify_password(body.password, user.password_hash):
+        # one password check at a time: a login flood must not starve inspection of CPU;
+        # unknown users cost the same check, so timing does not reveal who exists
+        with login_lock:
+            ok = verify_password(body.password, user.password_hash if user else dummy)
+        if user is None or not ok:
             raise HTTPException(401, "unknown user or wrong password")
         return {"token": sessions.issue(body.username, user.role), "role": user.role, "user": body.username}
 
@@ -130,7 +138,7 @@ def create_app(station) -> FastAPI:
         thr = station.rules.image_threshold
         cands = station.evidence.query("disposition IS NULL AND overlay_file IS NOT NULL AND score IS NOT NULL", limit=500)
         for c in cands:
-            c["distance"] = abs(math.log(max(c["score"], 1e-9) / thr))
+            c["distance"] = abs(math.log(max(c["score"], 1e-9) / max(thr, 1e-9)))
         borderline = sorted(cands, key=lambda c: c["distance"])
         novel = sorted(cands, key=lambda c: -c["score"])
         picks, seen = [], set()

@@ -31,11 +31,11 @@ def verify_password(password: str, stored: str) -> bool:
     """Constant-time check of ``password`` against a stored hash."""
     try:
         algo, iterations, salt, digest = stored.split("$")
+        if algo != "pbkdf2_sha256":
+            return False
+        got = hashlib.pbkdf2_hmac("sha256", password.encode(), bytes.fromhex(salt), int(iterations)).hex()
     except ValueError:
         return False
-    if algo != "pbkdf2_sha256":
-        return False
-    got = hashlib.pbkdf2_hmac("sha256", password.encode(), bytes.fromhex(salt), int(iterations)).hex()
     return hmac.compare_digest(got, digest)
 
 

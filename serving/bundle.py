@@ -172,8 +172,9 @@ def load_bundle(root: str | Path, *, verify_hashes: bool = True) -> Bundle:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
         raise BundleError(f"{mpath}: field '{field}': {first['msg']}; re-export the bundle") from None
-    if manifest.model_file not in manifest.files:
-        raise BundleError(f"{mpath}: model_file {manifest.model_file!r} is not listed under 'files'")
+    for role, name in (("model_file", manifest.model_file), ("tensorrt.file", manifest.tensorrt.file)):
+        if name is not None and name not in manifest.files:
+            raise BundleError(f"{mpath}: {role} {name!r} is not listed under 'files' (unverifiable); re-export")
     for name, entry in manifest.files.items():
         fpath = root / name
         if not fpath.is_file():

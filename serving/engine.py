@@ -85,28 +85,39 @@ class TensorRTBackend:
         _, self.stream = cudart.cudaStreamCreate()
         self.providers = ["TensorRT"]
 
+    def _check(self, result, what: str):
+        err = result[0] if isinstance(result, tuple) else result
+        if int(err) != 0:
+            raise RuntimeError(f"TensorRT/CUDA {what} failed: {err}")
+        return result[1] if isinstance(result, tuple) and len(result) > 1 else None
+
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
-        """Copy in, execute, copy out (synchronous)."""
+        """Copy in, execute, copy out (synchronous). Any CUDA error raises: never read unwritten outputs."""
         cudart, trt = self.cudart, self.trt
-        self.context.set_input_shape(self.input_name, batch.shape)
+        h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        if not self.context.set_input_shape(self.input_name, batch.shape):
+            raise RuntimeError(f"TensorRT engine does not accept input shape {batch.shape}")
         buffers, outputs = [], []
-        for name in [self.input_name, *self.output_names]:
-            shape = tuple(self.context.get_tensor_shape(name))
-            dtype = trt.nptype(self.engine.get_tensor_dtype(name))
-            host = np.ascontiguousarray(batch) if name == self.input_name else np.empty(shape, dtype)
-            _, dev = cudart.cudaMalloc(host.nbytes)
-            buffers.append(dev)
-            self.context.set_tensor_address(name, dev)
-            if name == self.input_name:
-                cudart.cudaMemcpyAsync(dev, host.ctypes.data, host.nbytes, cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, self.stream)
-            else:
-                outputs.append((dev, host))
-        self.context.execute_async_v3(self.stream)
-        for dev, host in outputs:
-            cudart.cudaMemcpyAsync(host.ctypes.data, dev, host.nbytes, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, self.stream)
-        cudart.cudaStreamSynchronize(self.stream)
-        for dev in buffers:
-            cudart.cudaFree(dev)
+        try:
+            for name in [self.input_name, *self.output_names]:
+                shape = tuple(self.context.get_tensor_shape(name))
+                dtype = trt.nptype(self.engine.get_tensor_dtype(name))
+                host = np.ascontiguousarray(batch) if name == self.input_name else np.empty(shape, dtype)
+                dev = self._check(cudart.cudaMalloc(host.nbytes), "cudaMalloc")
+                buffers.append(dev)
+                self.context.set_tensor_address(name, dev)
+                if name == self.input_name:
+                    self._check(cudart.cudaMemcpyAsync(dev, host.ctypes.data, host.nbytes, h2d, self.stream), "copy in")
+                else:
+                    outputs.append((dev, host))
+            if not self.context.execute_async_v3(self.stream):
+                raise RuntimeError("TensorRT execute_async_v3 failed")
+            for dev, host in outputs:
+                self._check(cudart.cudaMemcpyAsync(host.ctypes.data, dev, host.nbytes, d2h, self.stream), "copy out")
+            self._check(cudart.cudaStreamSynchronize(self.stream), "stream sync")
+        finally:
+            for dev in buffers:
+                cudart.cudaFree(dev)
         return [host for _, host in outputs]
 
 

@@ -105,9 +105,13 @@ class EvidenceStore:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
-        self.db.row_factory = sqlite3.Row
         for stray in self.img_dir.glob("*.tmp"):
             stray.unlink(missing_ok=True)
+        named = {n for row in self.db.execute("SELECT crop_file, overlay_file FROM frames") for n in row if n}
+        for orphan in self.img_dir.glob("*.bin"):
+            if orphan.name not in named:
+                orphan.unlink(missing_ok=True)
+        self.db.row_factory = sqlite3.Row
         self.write_errors = 0
         self.dropped_unsynced_fail = 0
 
@@ -212,12 +216,13 @@ class EvidenceStore:
 
     # ------------------------------------------------------------------ space
     def _drop_images(self, rows) -> None:
+        # commit the record change first: a kill -9 in between leaves an orphan file, never a dangling name
+        self.db.executemany("UPDATE frames SET crop_file=NULL, overlay_file=NULL, image_bytes=0, images_dropped=1"
+                            " WHERE id=?", [(r["id"],) for r in rows])
         for r in rows:
             for f in (r["crop_file"], r["overlay_file"]):
                 if f:
                     (self.img_dir / f).unlink(missing_ok=True)
-            self.db.execute("UPDATE frames SET crop_file=NULL, overlay_file=NULL, image_bytes=0, images_dropped=1"
-                            " WHERE id=?", (r["id"],))
 
     def enforce_limits(self, now: float | None = None) -> dict[str, int]:
         """Apply retention and quota; return what was removed."""
@@ -252,11 +257,12 @@ class EvidenceStore:
         return out
 
     # ------------------------------------------------------------------ sync
-    def sync(self, dest: str | Path | None = None, batch: int = 500) -> int:
+    def sync(self, dest: str | Path | None = None, batch: int = 500, max_seconds: float = 20.0) -> int:
         """Copy unsynced records (JSON lines) and encrypted images to ``dest``; mark them synced.
 
         ``dest`` is a folder path or ``file://`` URL; when it is not reachable (not mounted,
-        network down) nothing changes and the station shows itself offline.
+        network down) nothing changes and the station shows itself offline. Batches repeat
+        until the backlog is empty or ``max_seconds`` pass.
         """
         dest = str(dest or self.cfg.sync_url or "")
         if not dest:
@@ -264,23 +270,28 @@ class EvidenceStore:
         root = Path(dest[len("file://"):] if dest.startswith("file://") else dest)
         if not root.is_dir():
             raise ConnectionError(f"evidence sync target {dest} not reachable")
-        rows = self.query("synced=0", limit=batch, order="id")
-        if not rows:
-            return 0
         target = root / self.station_id
         (target / "images").mkdir(parents=True, exist_ok=True)
-        for r in rows:
-            for f in (r["crop_file"], r["overlay_file"]):
-                if f and (self.img_dir / f).exists():
-                    shutil.copyfile(self.img_dir / f, target / "images" / f)
-        with open(target / "records.jsonl", "a") as fh:
+        done, deadline = 0, time.monotonic() + max_seconds
+        while time.monotonic() < deadline:
+            rows = self.query("synced=0", limit=batch, order="id")
+            if not rows:
+                break
             for r in rows:
-                fh.write(json.dumps(r) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        with self._lock:
-            self.db.executemany("UPDATE frames SET synced=1 WHERE id=?", [(r["id"],) for r in rows])
-        return len(rows)
+                for f in (r["crop_file"], r["overlay_file"]):
+                    if f and (self.img_dir / f).exists():
+                        shutil.copyfile(self.img_dir / f, target / "images" / f)
+            with open(target / "records.jsonl", "a") as fh:
+                for r in rows:
+                    fh.write(json.dumps(r) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            with self._lock:
+                # a disposition made while copying resets synced=0; do not overwrite it
+                self.db.executemany("UPDATE frames SET synced=1 WHERE id=? AND disposition_time IS ?",
+                                    [(r["id"], r["disposition_time"]) for r in rows])
+            done += len(rows)
+        return done
 
     def close(self) -> None:
         """Close the database."""

@@ -201,7 +201,9 @@ class ModbusTrigger:
                 delay = 0.2
                 if rr.bits[0]:
                     t = time.monotonic_ns()
-                    self.client.write_coil(self.coil, False, device_id=self.device_id)
+                    reset = self.client.write_coil(self.coil, False, device_id=self.device_id)
+                    if reset.isError():  # a coil left set would trigger a phantom part on the next poll
+                        raise ConnectionError(f"cannot reset trigger coil {self.coil}: {reset}")
                     return t
                 stop.wait(self.poll_s)
             except Exception as exc:  # noqa: BLE001 - any transport error: alarm, back off, retry
@@ -220,6 +222,8 @@ class FrameSource:
         self.q: queue.Queue[Frame | None] = queue.Queue(maxsize=queue_size)
         self.max_frames = max_frames
         self.dropped = 0
+        self.missed: list[Frame] = []
+        self._missed_lock = threading.RLock()
         self.seq = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
@@ -248,10 +252,14 @@ class FrameSource:
             except queue.Full:
                 try:
                     old = self.q.get_nowait()
-                    if old is not None:
-                        self.dropped += 1
                 except queue.Empty:
-                    pass
+                    continue
+                if old is not None:
+                    # the image is dropped, the part is not: it still gets a (fail-safe) verdict
+                    self.dropped += 1
+                    with self._missed_lock:
+                        self.missed.append(Frame(old.seq, old.t_trigger_ns, old.t_capture_ns, None, old.name,
+                                                 "missing_frame", "dropped: inspection fell behind"))
 
     def _run(self) -> None:
         try:
@@ -265,6 +273,8 @@ class FrameSource:
                     img, name, err, detail = self.grabber.grab()
                 except EndOfStream:
                     break
+                except Exception as exc:  # noqa: BLE001 - the part was triggered: it gets a fail-safe verdict
+                    img, name, err, detail = None, "capture", "missing_frame", f"{type(exc).__name__}: {exc}"
                 self.seq += 1
                 self._put(Frame(self.seq, t, time.monotonic_ns(), img, name, err, detail))
         except Exception:  # noqa: BLE001 - the capture thread must end the stream, not hang it
@@ -273,5 +283,13 @@ class FrameSource:
             self._put(None)
 
     def get(self, timeout: float | None = None) -> Frame | None:
-        """Next frame, or None at end of stream."""
-        return self.q.get(timeout=timeout)
+        """Next frame (parts whose image was dropped come first, without image), or None at end of stream."""
+        with self._missed_lock:
+            if self.missed:
+                return self.missed.pop(0)
+        item = self.q.get(timeout=timeout)
+        with self._missed_lock:
+            if item is None and self.missed:  # end of stream: hand out the dropped parts first
+                self._put(None)
+                return self.missed.pop(0)
+        return item

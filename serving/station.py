@@ -79,7 +79,8 @@ class Station:
         self.history: deque[bool] = deque(maxlen=max(cfg.gate.persistence_m - 1, 1))
         self.state = LiveState(started_ns=started_ns or time.monotonic_ns())
         self.online = False
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # what the inspection thread reads per frame
+        self._control = threading.Lock()  # serialises engineers' changes (gate, bundle)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -141,30 +142,33 @@ class Station:
 
     def reload_bundle(self, path: str, user: str) -> str:
         """Verify and swap in a new bundle; on any failure the running one stays. Returns its version."""
-        try:
-            engine = self._open_engine(path)
-            rules = gate_rules(self.cfg.gate, engine)
-        except LineguardError as exc:
-            self.audit.append(user, "bundle_refused", {"path": path, "reason": str(exc)})
-            self.alarms.raise_("bundle", f"new bundle refused, still running "
-                                         f"{self.engine.bundle.manifest.bundle_version}: {exc}", "warning")
-            raise
-        with self._lock:
-            self.engine, self.rules = engine, rules
+        with self._control:
+            try:
+                engine = self._open_engine(path)
+                rules = gate_rules(self.cfg.gate, engine)
+            except LineguardError as exc:
+                self.audit.append(user, "bundle_refused", {"path": path, "reason": str(exc)})
+                self.alarms.raise_("bundle", f"new bundle refused, still running "
+                                             f"{self.engine.bundle.manifest.bundle_version}: {exc}", "warning")
+                raise
+            version = engine.bundle.manifest.bundle_version
+            self.audit.append(user, "bundle_loaded", {"path": path, "bundle_version": version})  # audit first
+            with self._lock:
+                self.engine, self.rules = engine, rules
         self.alarms.clear("bundle")
-        version = engine.bundle.manifest.bundle_version
-        self.audit.append(user, "bundle_loaded", {"path": path, "bundle_version": version})
         return version
 
     def update_gate(self, changes: dict, user: str) -> GateRules:
         """Change gate settings (engineer); validated, audited, effective from the next frame."""
-        merged = self.cfg.gate.model_copy(update=changes)
-        new_cfg = GateConfig.model_validate(merged.model_dump())
-        rules = gate_rules(new_cfg, self.engine)
-        with self._lock:
+        with self._control:
             old = self.cfg.gate.model_dump(mode="json")
-            self.cfg.gate, self.rules = new_cfg, rules
-        self.audit.append(user, "gate_changed", {"before": {k: old[k] for k in changes}, "after": changes})
+            new_cfg = GateConfig.model_validate({**old, **changes})
+            rules = gate_rules(new_cfg, self.engine)
+            self.audit.append(user, "gate_changed", {"before": {k: old[k] for k in changes}, "after": changes})
+            with self._lock:
+                self.cfg.gate, self.rules = new_cfg, rules
+                # a longer persistence window needs a longer history
+                self.history = deque(self.history, maxlen=max(new_cfg.persistence_m - 1, 1))
         return rules
 
     # ------------------------------------------------------------------ per frame
@@ -199,9 +203,12 @@ class Station:
         if error is None and elapsed_ms > self.cfg.gate.deadline_ms:
             error, detail = "deadline_missed", f"{elapsed_ms:.0f} ms > {self.cfg.gate.deadline_ms:g} ms"
         t = time.monotonic_ns()
-        decision = decide(GateInput(score=score, area_px=area, history=tuple(self.history), error=error,
+        with self._lock:
+            history = tuple(self.history)
+        decision = decide(GateInput(score=score, area_px=area, history=history, error=error,
                                     error_detail=detail), rules)
-        self.history.append(decision.anomalous)
+        with self._lock:
+            self.history.append(decision.anomalous)
         lat["gate"] = (time.monotonic_ns() - t) / 1e6
         t = time.monotonic_ns()
         act = self.actuator.submit(frame.seq, decision.verdict, t0)
@@ -221,11 +228,20 @@ class Station:
                 crop_png = _png(crop)
                 if amap is not None:
                     overlay_png = _png(heatmap_overlay(crop, amap, rules.pixel_threshold))
-            except (ImageError, RoiError, cv2.error):
+            except Exception:  # noqa: BLE001 - never lose the record over its picture
+                log.exception("part %d: evidence images could not be rendered", frame.seq)
                 crop_png = overlay_png = None
         rec["id"] = self.evidence.record(rec, crop_png, overlay_png)
         self._account(rec, lat)
         return rec
+
+    def _fail_safe(self, frame, detail: str) -> None:
+        decision = decide(GateInput(error="engine_error", error_detail=detail), self.rules)
+        try:
+            self.actuator.submit(frame.seq, decision.verdict, frame.t_trigger_ns)
+        finally:
+            self.evidence.record({"seq": frame.seq, "source": frame.name, "t_trigger_ns": frame.t_trigger_ns,
+                                  "verdict": decision.verdict, "rule": decision.rule, "reasons": list(decision.reasons)})
 
     def _sample_pass(self, seq: int) -> bool:
         rate = self.cfg.evidence.pass_sample_rate
@@ -258,9 +274,10 @@ class Station:
                 break
             try:
                 self.process(frame)
-            except Exception:  # noqa: BLE001 - last line of defence: log, alarm, next frame
+            except Exception as exc:  # noqa: BLE001 - last line of defence: reject the part, record it, go on
                 log.exception("part %s: inspection failed unexpectedly", frame.seq)
                 self.alarms.raise_("inspection", f"part {frame.seq}: unexpected failure; see the log")
+                self._fail_safe(frame, f"{type(exc).__name__}: {exc}")
         self.actuator.wait_idle(5.0)
         self.state.finished = True
 

@@ -33,6 +33,6 @@ def test_enrollment_run_and_registered_bundle(tmp_path, small_elpv):
         assert run.data.tags["dataset_hash"] == result.dataset_hash
         assert "git_commit" in run.data.tags
         arts = {a.path for a in c.list_artifacts(run_id, "plots")} | {a.path for a in c.list_artifacts(run_id, "bundle")}
-        assert {"plots/holdout_scores.png", "bundle/manifest.json", "bundle/model.onnx"} <= arts
+        assert {"plots/holdout_scores.png", "plots/holdout_overlays.png", "bundle/manifest.json", "bundle/model.onnx"} <= arts
         mv = c.get_model_version_by_alias("station-7", "candidate")
         assert mv.version == version and mv.run_id == run_id
