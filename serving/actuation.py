@@ -307,12 +307,26 @@ class Actuator:
 
     def _run(self) -> None:
         backoff = self.cfg.retry_initial_s
+        next_retry = 0.0
         while True:
             with self._cv:
                 while not self._stop and not self._heap:
                     self._cv.wait(0.1)
+                    if not self.connected and time.monotonic() >= next_retry:
+                        break  # idle: keep trying the PLC so the page shows its real state
                 if self._stop:
                     return
+                idle = not self._heap
+            if idle:
+                if not self._ensure_connected():
+                    next_retry = time.monotonic() + backoff
+                    backoff = min(backoff * 2, self.cfg.retry_max_s)
+                else:
+                    backoff = self.cfg.retry_initial_s
+                continue
+            with self._cv:
+                if not self._heap:
+                    continue
                 t_ns, _, kind, args = self._heap[0]
                 lead = self.rtt_ns // 2 if kind in ("on", "off") else 0
                 wait_ns = t_ns - lead - time.monotonic_ns()

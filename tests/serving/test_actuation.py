@@ -1,5 +1,7 @@
 """Actuation against a real pymodbus server (the project's PLC simulator) on 127.0.0.1."""
 
+import subprocess
+import sys
 import time
 
 import pytest
@@ -7,7 +9,7 @@ import pytest
 from serving.actuation import Actuator, ModbusBackend, NullBackend
 from serving.alarms import Alarms
 from serving.config import ActuatorConfig, ModbusConfig
-from services import coil_edges, free_port, plc_sim
+from services import coil_edges, free_port, plc_sim, stop
 
 pytestmark = pytest.mark.services
 
@@ -109,3 +111,38 @@ def test_null_backend_logs_only():
     assert act.wait_idle(2)
     act.close()
     assert act.counts["pulses"] == 1
+
+
+def test_overlapping_pulses_merge_instead_of_cutting_each_other_short(tmp_path):
+    with plc_sim(tmp_path) as (port, edges):
+        act, _ = actuator(port, delay_ms=50, pulse_ms=40)
+        t = time.monotonic_ns()
+        act.submit(1, "FAIL", t)
+        act.submit(2, "FAIL", t + 15_000_000)  # second part 15 ms behind: pulses overlap
+        time.sleep(0.3)
+        act.close()
+        (on, off), = pulses(edges)
+        assert abs((off - on) / 1e6 - 55) < 15  # one pulse from the first start to the second end
+
+
+def test_reconnect_drives_the_reject_output_off_before_anything_else(tmp_path):
+    port = free_port()
+    act, alarms = actuator(port, retry_initial_s=0.05, retry_max_s=0.1)
+    act.submit(1, "PASS", time.monotonic_ns())
+    time.sleep(0.3)
+    assert alarms.is_active("plc")
+    edges = tmp_path / "late.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "serving.cli", "plc-sim", "--port", str(port), "--edges", str(edges)],
+                            start_new_session=True)
+    try:
+        act.submit(2, "PASS", time.monotonic_ns())
+        deadline = time.monotonic() + 10
+        while alarms.is_active("plc") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        act.wait_idle(2)
+        assert not alarms.is_active("plc") and act.connected
+        first = [e for e in edges.read_text().splitlines()][0]
+        assert '"address": 0' in first and '"values": [0]' in first  # reject coil forced off first
+    finally:
+        act.close()
+        stop(proc)

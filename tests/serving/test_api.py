@@ -104,3 +104,9 @@ def test_bad_bundle_is_refused_and_the_old_one_keeps_running(client, station, bu
     assert station.engine.bundle.manifest.bundle_version == before
     assert station.alarms.is_active("bundle")
     assert station.audit.entries()[-1]["action"] == "bundle_refused"
+
+
+def test_raising_persistence_at_run_time_lengthens_the_history(client, station):
+    eng = login(client, "eddie", "eng-pass")
+    r = client.put("/api/gate", json={"persistence_n": 3, "persistence_m": 5}, headers=eng)
+    assert r.status_code == 200 and station.history.maxlen == 4
