@@ -187,6 +187,3 @@ def set_run_id(path: str | Path, run_id: str) -> None:
     ckpt = load_enrollment(path)
     ckpt["mlflow_run_id"] = run_id
     torch.save(ckpt, path if path.is_file() else path / ENROLLMENT_FILE)
-
-
-__all__ = ["ENROLLMENT_FILE", "EnrollResult", "enroll", "load_enrollment", "restore_model", "set_run_id", "split_holdout"]

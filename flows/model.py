@@ -125,6 +125,3 @@ def score_batches(scorer: AnomalyScorer, x: torch.Tensor, batch_size: int = 8) -
             scores.append(s)
             maps.append(m[:, 0])
     return torch.cat(scores), torch.cat(maps)
-
-
-__all__ = ["OUTPUT_NAMES", "AnomalyScorer", "build_model", "embed_batches", "patch_embedding", "score_batches"]

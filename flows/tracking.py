@@ -84,7 +84,7 @@ def log_enrollment(result: EnrollResult, params: Params, data_dir: str | Path) -
         "threshold_pixel": result.thresholds.pixel,
         "holdout_frr": result.thresholds.holdout_frr,
         "peak_rss_mb": result.peak_rss_mb,
-        **{k: v for k, v in result.timings.items()},
+        **result.timings,
     }
     for k, v in metrics.items():
         c.log_metric(rid, k, float(v))
@@ -155,6 +155,3 @@ def register_bundle(bundle_dir: str | Path, run_id: str, tp: TrackingParams) -> 
                                 description=f"{m.algorithm} on {m.backbone}, threshold {m.thresholds.image:.4g}")
     c.set_registered_model_alias(tp.model_name, tp.alias, mv.version)
     return str(mv.version)
-
-
-__all__ = ["client", "log_enrollment", "log_evaluation", "register_bundle"]
