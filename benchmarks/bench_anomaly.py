@@ -241,7 +241,8 @@ def main() -> int:
                 continue
             sets["MVTec AD bottle @256"] = (BOTTLE, 256)
         elif name == "elpv":
-            sets["ELPV mono cells @224"] = (prepare_elpv(out / "elpv"), 224)
+            data = out / "data-elpv"  # not under the work folder: re-preparing must not wipe results
+            sets["ELPV mono cells @224"] = (data if args.resume and data.is_dir() else prepare_elpv(data), 224)
     saved = out / "results.json"
     results = json.loads(saved.read_text()) if args.resume and saved.exists() else {}
     systems = ("lineguard", "anomalib", *(("lineguard_edge",) if args.edge_ratio else ()))

@@ -19,7 +19,7 @@ import numpy as np
 from serving.bundle import Bundle, load_bundle
 from serving.errors import BundleError
 from serving.images import to_rgb
-from serving.preprocess import display_crop, heatmap_overlay, preprocess
+from serving.preprocess import display_crop, heatmap_overlay, normalize, preprocess
 
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
@@ -172,6 +172,6 @@ class AnomalyEngine:
 
     def infer(self, image_rgb: np.ndarray, *, source: str = "image", keep_crop: bool = True) -> Result:
         """Score one HxWx3 uint8 RGB image (batch of 1)."""
-        score, amap, match = self.score_batch(self.prepare(image_rgb, source=source)[None])
-        crop = display_crop(image_rgb, self.spec, self.roi) if keep_crop else None
-        return Result(score=float(score[0]), anomaly_map=amap[0], patch_match=match[0], crop=crop)
+        crop = display_crop(to_rgb(image_rgb, source=source), self.spec, self.roi, source=source)  # resized once
+        score, amap, match = self.score_batch(normalize(crop, self.spec)[None])
+        return Result(score=float(score[0]), anomaly_map=amap[0], patch_match=match[0], crop=crop if keep_crop else None)

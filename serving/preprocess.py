@@ -83,16 +83,20 @@ def resize(image: np.ndarray, height: int, width: int, *, nearest: bool = False)
 
 def preprocess(image_rgb: np.ndarray, spec: InputSpec, roi: Roi | None = None, *, source: str = "image") -> np.ndarray:
     """HxWx3 uint8 RGB -> 3xHxW float32, cropped, resized and normalised per ``spec``."""
-    crop = resize(crop_roi(image_rgb, roi, source=source), spec.height, spec.width)
+    return normalize(display_crop(image_rgb, spec, roi, source=source), spec)
+
+
+def normalize(crop: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """An engine-resolution uint8 RGB crop -> 3xHxW float32 per ``spec``."""
     x = crop.astype(np.float32) * np.float32(spec.scale)
     x -= np.asarray(spec.mean, np.float32)
     x /= np.asarray(spec.std, np.float32)
     return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
-def display_crop(image_rgb: np.ndarray, spec: InputSpec, roi: Roi | None = None) -> np.ndarray:
-    """The ROI crop at engine resolution, uint8 RGB: the background for heatmap overlays."""
-    return resize(crop_roi(image_rgb, roi), spec.height, spec.width)
+def display_crop(image_rgb: np.ndarray, spec: InputSpec, roi: Roi | None = None, *, source: str = "image") -> np.ndarray:
+    """The ROI crop at engine resolution, uint8 RGB: what the engine sees, before normalisation."""
+    return resize(crop_roi(image_rgb, roi, source=source), spec.height, spec.width)
 
 
 def anomaly_area(anomaly_map: np.ndarray, pixel_threshold: float, roi_px: int) -> float:

@@ -30,7 +30,7 @@ from serving.evidence import EvidenceStore
 from serving.gate import GateInput, GateRules, decide
 from serving.images import to_rgb
 from serving.metrics import StationMetrics
-from serving.preprocess import Roi, anomaly_area, display_crop, heatmap_overlay
+from serving.preprocess import Roi, anomaly_area, display_crop, heatmap_overlay, normalize
 from serving.sources import FrameSource, FreeRunTrigger, HttpTrigger, ModbusTrigger, OpenCVGrabber, ReplayGrabber
 
 log = logging.getLogger("lineguard.station")
@@ -178,13 +178,14 @@ class Station:
         lat = {"capture": (frame.t_capture_ns - t0) / 1e6}
         with self._lock:
             engine, rules = self.engine, self.rules
-        score = area = amap = image = None
+        score = area = amap = image = crop = None
         error, detail = frame.error, frame.error_detail
         if error is None:
             try:
                 t = time.monotonic_ns()
                 image = to_rgb(frame.image, source=frame.name)
-                x = engine.prepare(image, source=frame.name)
+                crop = display_crop(image, engine.spec, engine.roi, source=frame.name)  # resized once, reused below
+                x = normalize(crop, engine.spec)
                 lat["preprocess"] = (time.monotonic_ns() - t) / 1e6
                 t = time.monotonic_ns()
                 scores, maps, _ = engine.score_batch(x[None])
@@ -196,7 +197,7 @@ class Station:
                 if not np.isfinite(score):
                     raise FloatingPointError("engine returned a non-finite score")
             except (ImageError, RoiError) as exc:
-                error, detail, score, image = "wrong_frame", str(exc), None, None
+                error, detail, score, image, crop = "wrong_frame", str(exc), None, None, None
             except Exception as exc:  # noqa: BLE001 - any engine fault fails safe, never crashes the loop
                 error, detail, score = "engine_error", f"{type(exc).__name__}: {exc}", None
         elapsed_ms = (time.monotonic_ns() - t0) / 1e6
@@ -222,9 +223,8 @@ class Station:
                                                  "pulse_at_ns": act.pulse_at_ns, "note": act.note}}
         crop_png = overlay_png = None
         keep = decision.verdict == "FAIL" or self._sample_pass(frame.seq)
-        if keep and image is not None:
+        if keep and crop is not None:
             try:
-                crop = display_crop(image, engine.spec, engine.roi)
                 crop_png = _png(crop)
                 if amap is not None:
                     overlay_png = _png(heatmap_overlay(crop, amap, rules.pixel_threshold))

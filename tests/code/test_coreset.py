@@ -36,3 +36,4 @@ def test_coreset_covers_better_than_a_random_subset():
 def test_ratio_one_keeps_everything():
     x = torch.randn(100, 4)
     assert coreset_indices(x, 1.0).tolist() == list(range(100))
+
