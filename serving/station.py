@@ -39,13 +39,10 @@ log = logging.getLogger("lineguard.station")
 def gate_rules(gate: GateConfig, engine: AnomalyEngine) -> GateRules:
     """The gate's rules: the bundle's calibrated thresholds, overridden by the station config where set."""
     t = engine.thresholds
-    return GateRules(
-        image_threshold=gate.image_threshold if gate.image_threshold is not None else t.image,
-        pixel_threshold=gate.pixel_threshold if gate.pixel_threshold is not None else t.pixel,
-        min_area_px=gate.min_area_px, min_area_mm2=gate.min_area_mm2, px_per_mm=gate.px_per_mm,
-        persistence_n=gate.persistence_n, persistence_m=gate.persistence_m,
-        class_confidence=gate.class_confidence, sop=tuple(gate.sop), on_error=gate.on_error,
-    )
+    rules = gate.model_dump(exclude={"deadline_ms"})  # every other gate field is a rule of the same name
+    rules["image_threshold"] = t.image if gate.image_threshold is None else gate.image_threshold
+    rules["pixel_threshold"] = t.pixel if gate.pixel_threshold is None else gate.pixel_threshold
+    return GateRules(**rules)
 
 
 @dataclass
