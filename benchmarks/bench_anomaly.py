@@ -59,8 +59,8 @@ def _params(size: int, holdout: float | None = None, ratio: float | None = None)
 
 # ---------------------------------------------------------------- Lineguard
 def ours_enroll(data: str, out: str, size: int, holdout: str = "", ratio: str = "") -> None:
-    from flows.enroll import enroll
-    from flows.export import export_bundle
+    from flows.anomaly.enroll import enroll
+    from flows.anomaly.export import export_bundle
 
     params = _params(size, float(holdout) if holdout else None, float(ratio) if ratio else None)
     r = enroll(data, params, out, progress=False)
@@ -73,13 +73,13 @@ def ours_enroll(data: str, out: str, size: int, holdout: str = "", ratio: str = 
 
 
 def torch_list(bundle: str) -> list[str]:
-    from flows.enroll import load_enrollment
+    from flows.anomaly.enroll import load_enrollment
 
     return load_enrollment(bundle)["enroll_files"]
 
 
 def ours_serve(bundle: str, data: str) -> None:
-    from flows.evaluate import evaluate
+    from flows.evaluation.evaluate import evaluate
     from serving.lean import heavy_modules_loaded
 
     rep = evaluate(bundle, data, progress=False)
@@ -98,8 +98,8 @@ def anomalib_run(data: str, work: str, size: int, enroll_list: str) -> None:
     from anomalib.pre_processing import PreProcessor
     from torchvision.transforms.v2 import Compose, Normalize, Resize
 
-    from flows.backbone import backbone_state_dict, load_into_feature_extractor
-    from flows.dataset import scan_dataset
+    from flows.anomaly.backbone import backbone_state_dict, load_into_feature_extractor
+    from flows.data.dataset import scan_dataset
 
     torch.manual_seed(0)
     data, work, size = Path(data), Path(work), int(size)
@@ -148,10 +148,10 @@ def anomalib_serve(data: str, work: str) -> None:
     """anomalib's TorchInferencer on its exported model, image by image, in a fresh process."""
     from anomalib.deploy import TorchInferencer
 
-    from flows.dataset import scan_dataset
-    from flows.metrics import auroc
+    from flows.data.dataset import scan_dataset
+    from flows.evaluation.metrics import auroc
     from serving.images import read_mask
-    from serving.preprocess import resize
+    from serving.engine.preprocess import resize
 
     data, work = Path(data), Path(work)
     fit = json.loads((work / "fit.json").read_text())
@@ -227,7 +227,7 @@ def main() -> int:
     args = ap.parse_args()
     from tqdm.auto import tqdm
 
-    from flows.prepare import prepare_elpv
+    from flows.data.prepare import prepare_elpv
     from flows.settings import quiet_environment
 
     quiet_environment(ROOT)

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 def _config(tmp: Path, bundle: str, images: str, port: int, rate: float, frames: int, fail_all: bool) -> Path:
     import yaml
 
-    from serving.evidence import generate_key
+    from serving.evidence.crypto import generate_key
 
     key = tmp / "k.key"
     if not key.exists():
@@ -52,12 +52,12 @@ def child(config: str) -> None:
     import resource
 
     from serving.config import load_config
-    from serving.station import Station
+    from serving.station.runtime import Station
 
     st = Station(load_config(config)).start()
     st.wait()
     recs = st.evidence.query(limit=100_000, order="seq")
-    out = {"records": [{"seq": r["seq"], "t": r["t_trigger_ns"], "lat": r["latency_ms"], "verdict": r["verdict"]}
+    out = {"records": [{"seq": r.seq, "t": r.t_trigger_ns, "lat": r.latency_ms, "verdict": r.verdict}
                        for r in recs],
            "dropped": st.source.dropped, "late_frames": st.source.late, "actuation": st.actuator.counts,
            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
@@ -122,7 +122,7 @@ def main() -> int:
         sys.exit(f"{args.bundle}: no bundle; run `bash scripts/demo.sh` first")
     from services import plc_sim
 
-    from flows.metrics import percentiles
+    from flows.evaluation.metrics import percentiles
 
     tmp = Path(tempfile.mkdtemp(prefix="lg-bench-"))
     results = {}

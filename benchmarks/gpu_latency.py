@@ -20,8 +20,8 @@ import torch
 def export(bundle: str, out: str) -> None:
     """Trace the bundle's enrollment to a TorchScript module that needs only torch to load."""
     sys.path.insert(0, ".")
-    from flows.enroll import load_enrollment, restore_model
-    from flows.model import AnomalyScorer
+    from flows.anomaly.enroll import load_enrollment, restore_model
+    from flows.anomaly.model import AnomalyScorer
 
     ckpt = load_enrollment(bundle)
     scorer = AnomalyScorer(restore_model(ckpt)).eval()

@@ -32,7 +32,7 @@ def _params(args: argparse.Namespace):
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     """Write the ELPV demo data set (MVTec layout)."""
-    from flows.prepare import prepare_elpv
+    from flows.data.prepare import prepare_elpv
 
     e = _params(args).data.elpv
     out = prepare_elpv(args.out, e.n_train, e.n_test_good, e.n_test_defect, e.cell_type, e.seed)
@@ -42,7 +42,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 def cmd_enroll(args: argparse.Namespace) -> int:
     """Enroll + calibrate (+ export unless --no-export)."""
-    from flows.enroll import enroll, set_run_id
+    from flows.anomaly.enroll import enroll, set_run_id
 
     params = _params(args)
     r = enroll(args.data, params, args.out)
@@ -55,7 +55,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     print(f"threshold {t.image:.4g} for target FRR {t.target_frr:.2%} ({t.method}); held-out FRR {t.holdout_frr:.2%}; "
           f"pixel threshold {t.pixel:.4g}")
     if params.tracking.enabled:
-        from flows.tracking import log_enrollment
+        from flows.tracking.mlflow_runs import log_enrollment
 
         run_id = log_enrollment(r, params, args.data)
         set_run_id(r.path, run_id)
@@ -67,8 +67,8 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Export ONNX (+TensorRT), check parity, write the manifest; register in MLflow."""
-    from flows.enroll import load_enrollment
-    from flows.export import export_bundle
+    from flows.anomaly.enroll import load_enrollment
+    from flows.anomaly.export import export_bundle
 
     params = _params(args)
     m = export_bundle(args.bundle, params.export)
@@ -76,7 +76,7 @@ def cmd_export(args: argparse.Namespace) -> int:
           f"(tolerance {params.export.parity_rtol:.0e}); TensorRT: {'built' if m.tensorrt.built else 'not built'}")
     run_id = load_enrollment(args.bundle).get("mlflow_run_id")
     if params.tracking.enabled and run_id:
-        from flows.tracking import register_bundle
+        from flows.tracking.mlflow_runs import register_bundle
 
         v = register_bundle(args.bundle, run_id, params.tracking)
         print(f"registered {params.tracking.model_name} version {v} as @{params.tracking.alias}")
@@ -84,20 +84,26 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _run_id(bundle: str) -> str | None:
-    from serving.bundle import load_bundle
+    from serving.engine.bundle import load_bundle
 
     return load_bundle(bundle, verify_hashes=False).manifest.provenance.mlflow_run_id
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Score the data set's test/ folder through the serving engine."""
-    from flows.evaluate import evaluate
+    from flows.evaluation.evaluate import evaluate
 
     params = _params(args)
-    report = evaluate(args.bundle, args.data, progress=not args.json, keep=params.tracking.enabled)
+    rules = roi = None
+    if args.station_config:
+        from serving.config import load_config
+
+        station = load_config(args.station_config)
+        rules, roi = station.gate, station.roi
+    report = evaluate(args.bundle, args.data, progress=not args.json, keep=params.tracking.enabled, rules=rules, roi=roi)
     run_id = _run_id(args.bundle) if params.tracking.enabled else None
     if run_id:
-        from flows.tracking import log_evaluation
+        from flows.tracking.mlflow_runs import log_evaluation
 
         log_evaluation(run_id, report, params.tracking)
     report.pop("_results", None)
@@ -126,7 +132,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import subprocess
     import time
 
-    from flows.pipeline import enroll_flow
+    from flows.orchestration.pipeline import enroll_flow
 
     params = _params(args)
     t0 = time.perf_counter()
@@ -186,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.add_argument("--out", help="also write the JSON report to this file")
     s.add_argument("--no-track", action="store_true", help="do not log to the bundle's MLflow run")
+    s.add_argument("--station-config", help="judge with this station config's gate rules and ROI (as the station would)")
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("demo", help="the main job: ELPV demo end to end as a Prefect flow")

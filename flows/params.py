@@ -15,31 +15,28 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
-from flows.prepare import ElpvParams
+from flows.data.prepare import ElpvParams
 from serving.errors import ConfigError
+from serving.strict import StrictModel, describe_errors
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-
-class DataParams(_Strict):
+class DataParams(StrictModel):
     """Where the data set is, and how the embedded default is prepared."""
 
     dir: str = "data/elpv"
     elpv: ElpvParams = ElpvParams()
 
 
-class ModelParams(_Strict):
+class ModelParams(StrictModel):
     """Anomaly model and backbone."""
 
     algorithm: Literal["patchcore", "padim"] = "patchcore"
     backbone: str = "tf_efficientnet_lite0"
     weights: str | None = None
     layers: list[str] = ["blocks.2", "blocks.4"]
-    input_size: int = Field(256, ge=32, le=1024)
+    input_size: int = Field(224, ge=32, le=1024)
     roi: str | None = Field(None, description="x,y,w,h in source pixels, or null for the whole image")
     coreset_ratio: float = Field(0.1, gt=0.0, le=1.0)
     coreset_chunk: int = Field(16384, ge=256)
@@ -48,14 +45,14 @@ class ModelParams(_Strict):
     seed: int = 0
 
 
-class EnrollParams(_Strict):
+class EnrollParams(StrictModel):
     """Input checks for enrollment."""
 
     min_good_images: int = Field(20, ge=2)
     skip_corrupt: bool = False
 
 
-class CalibrationParams(_Strict):
+class CalibrationParams(StrictModel):
     """Threshold calibration from held-out normal images."""
 
     holdout_fraction: float = Field(0.2, gt=0.0, lt=1.0)
@@ -64,7 +61,7 @@ class CalibrationParams(_Strict):
     pixel_fpr: float = Field(0.001, gt=0.0, lt=0.5)
 
 
-class ExportParams(_Strict):
+class ExportParams(StrictModel):
     """ONNX / TensorRT export and parity checks."""
 
     opset: int = Field(17, ge=13)
@@ -74,7 +71,7 @@ class ExportParams(_Strict):
     thumbnail_px: int = Field(128, ge=16)
 
 
-class TrackingParams(_Strict):
+class TrackingParams(StrictModel):
     """MLflow: embedded SQLite by default, a server URL at scale."""
 
     enabled: bool = True
@@ -85,7 +82,7 @@ class TrackingParams(_Strict):
     alias: str = "candidate"
 
 
-class Params(_Strict):
+class Params(StrictModel):
     """All pipeline parameters (``params.yaml``)."""
 
     data: DataParams = DataParams()
@@ -116,5 +113,5 @@ def load_params(path: str | Path | None = "params.yaml", overrides: dict | None 
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
-        lines = [f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
-        raise ConfigError(f"{path or 'params'}: invalid parameters:\n" + "\n".join(lines)) from None
+        lines = describe_errors(exc, model=Params).splitlines()
+        raise ConfigError(f"{path or 'params'}: invalid parameters:\n" + "\n".join("  " + line for line in lines)) from None

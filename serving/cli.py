@@ -18,7 +18,7 @@ from serving.errors import exit_code  # noqa: E402
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from serving.bundle import load_bundle
+    from serving.engine.bundle import load_bundle
 
     b = load_bundle(args.bundle)
     m = b.manifest
@@ -28,16 +28,22 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    from serving.engine.bundle import load_bundle
     from serving.lean import heavy_modules_loaded
-    from serving.replay import format_table, replay
+    from serving.station.replay import format_table, replay
 
-    rows = replay(args.bundle, args.images, overlays=args.overlays, limit=args.limit)
-    from serving.bundle import load_bundle
+    rules = roi = None
+    if args.station_config:
+        from serving.config import load_config
 
-    thr = load_bundle(args.bundle, verify_hashes=False).manifest.thresholds.image
+        cfg = load_config(args.station_config)
+        rules, roi = cfg.gate, cfg.roi
+    rows = replay(args.bundle, args.images, overlays=args.overlays, limit=args.limit, rules=rules, roi=roi)
+    thr = (rules.image_threshold if rules and rules.image_threshold is not None else
+           load_bundle(args.bundle, verify_hashes=False).manifest.thresholds.image)
     if args.json:
         print(json.dumps([{"seq": r.seq, "file": str(r.path), "truth": r.truth, "score": r.score,
-                           "verdict": r.verdict, "area_px": r.area_px, "latency_ms": r.latency_ms,
+                           "verdict": r.verdict, "rule": r.rule, "area_px": r.area_px, "latency_ms": r.latency_ms,
                            "error": r.error} for r in rows]))
     else:
         print(format_table(rows, thr))
@@ -52,11 +58,12 @@ def _run(args: argparse.Namespace) -> int:
     import threading
 
     from serving.config import load_config
-    from serving.station import Station
+
+    cfg = load_config(args.config)  # every config error ends here, before anything starts
+    from serving.station.runtime import Station
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stdout)
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
-    cfg = load_config(args.config)
     if args.max_frames:
         cfg.max_frames = args.max_frames
     station = Station(cfg, started_ns=PROCESS_START_NS)
@@ -93,7 +100,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _gen_key(args: argparse.Namespace) -> int:
-    from serving.evidence import generate_key
+    from serving.evidence.crypto import generate_key
 
     print(f"wrote {generate_key(args.path)} (keep a copy off the station: evidence cannot be read without it)")
     return 0
@@ -102,7 +109,7 @@ def _gen_key(args: argparse.Namespace) -> int:
 def _hash_password(args: argparse.Namespace) -> int:
     import getpass
 
-    from serving.auth import hash_password
+    from serving.api.auth import hash_password
 
     pw = args.password or getpass.getpass("password: ")
     print(hash_password(pw))
@@ -121,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--images", required=True, help="an image or a folder (searched recursively)")
     r.add_argument("--overlays", help="folder for heatmap overlays of FAIL parts")
     r.add_argument("--limit", type=int)
+    r.add_argument("--station-config", help="take gate rules and ROI from this station config (as the station would)")
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=_replay)
     s = sub.add_parser("run", help="run the station from a config file")
@@ -143,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; bad input exits 2 with a one-line message, never a traceback."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["plc-sim"]:
-        from serving.plcsim import main as plcsim_main
+        from serving.lineio.plcsim import main as plcsim_main
 
         return plcsim_main(argv[1:])
     args = build_parser().parse_args(argv)

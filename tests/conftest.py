@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from flows.settings import quiet_environment
-from helpers import ROOT, fast_params, link_subset, require_bottle
+from helpers import ROOT, fast_params, link_subset, require_bottle, station_config
 
 quiet_environment(ROOT)
 
@@ -29,7 +29,7 @@ def small_bottle(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def small_elpv(tmp_path_factory) -> Path:
     """A real ELPV subset (from the elpv-dataset package): 30 good cells to enroll, 10 good + 10 defective to test."""
-    from flows.prepare import prepare_elpv
+    from flows.data.prepare import prepare_elpv
 
     return prepare_elpv(tmp_path_factory.mktemp("elpv") / "elpv", n_train=30, n_test_good=10, n_test_defect=10)
 
@@ -47,9 +47,9 @@ def bundle_dir(tmp_path_factory) -> Path:
         import torch  # noqa: F401
     except ImportError:
         pytest.skip("no torch in this venv and no bundle at $LINEGUARD_TEST_BUNDLE; run scripts/test.sh")
-    from flows.enroll import enroll
-    from flows.export import export_bundle
-    from flows.prepare import prepare_elpv
+    from flows.anomaly.enroll import enroll
+    from flows.anomaly.export import export_bundle
+    from flows.data.prepare import prepare_elpv
 
     data = prepare_elpv(tmp_path_factory.mktemp("elpv_b") / "elpv", n_train=30, n_test_good=6, n_test_defect=6)
     out = Path(target) if target else tmp_path_factory.mktemp("bundle")
@@ -75,3 +75,9 @@ def bundle_copy(bundle_dir, tmp_path) -> Path:
 def test_images(bundle_dir) -> Path:
     """Folder of test images (good/ and defect/) stored beside the bundle."""
     return bundle_dir.parent / (bundle_dir.name + "-images")
+
+
+@pytest.fixture()
+def make_config(tmp_path, bundle_dir, test_images):
+    """A valid replay-station config around the test bundle; sections override per test."""
+    return lambda **sections: station_config(tmp_path, bundle_dir, test_images, **sections)

@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from serving.api.auth import hash_password
+from serving.config import parse_config
+from serving.evidence.crypto import generate_key
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 BOTTLE = SHARED_DATA / "mvtec_ad" / "bottle"
@@ -33,3 +37,30 @@ def fast_params(**model):
     overrides = {"model.input_size": 128, "tracking.enabled": False, "export.parity_images": 4,
                  "model.batch_size": 8, **{f"model.{k}": v for k, v in model.items()}}
     return load_params(ROOT / "params.yaml", overrides)
+
+
+PASSWORDS = {"olga": "op-pass", "eddie": "eng-pass"}
+
+
+def station_config(tmp: Path, bundle: Path, images: Path, **sections):
+    """A valid config dict for a replay station, overridable per section."""
+    key = tmp / "evidence.key"
+    if not key.exists():
+        generate_key(key)
+    data = {
+        "station_id": "test-line",
+        "bundle": str(bundle),
+        "source": {"kind": "replay", "path": str(images), "rate_hz": 20},
+        "gate": {"min_area_px": 0},
+        "actuator": {"kind": "none", "delay_ms": 150, "pulse_ms": 20},
+        "evidence": {"dir": str(tmp / "evidence"), "key_file": str(key), "pass_sample_rate": 1.0},
+        "api": {"users": {"olga": {"role": "operator", "password_hash": hash_password("op-pass", 1000)},
+                          "eddie": {"role": "engineer", "password_hash": hash_password("eng-pass", 1000)}},
+                "audit_log": str(tmp / "audit.jsonl")},
+    }
+    for name, value in sections.items():
+        if isinstance(value, dict) and isinstance(data.get(name), dict):
+            data[name] = {**data[name], **value}
+        else:
+            data[name] = value
+    return parse_config(data)

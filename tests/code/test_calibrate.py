@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from flows.calibrate import calibrate, image_threshold, lognormal_quantile, rate_above, score_stats
+from flows.anomaly.calibrate import calibrate, image_threshold, lognormal_quantile, rate_above, score_stats
 
 
 def test_threshold_meets_target_frr_on_fresh_normals():

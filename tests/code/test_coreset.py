@@ -2,7 +2,7 @@
 
 import torch
 
-from flows.coreset import coreset_indices, kcenter_greedy
+from flows.anomaly.coreset import coreset_indices, kcenter_greedy
 
 
 def coverage_radius(x, idx):

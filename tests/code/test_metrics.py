@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from flows.metrics import auroc, percentiles
+from flows.evaluation.metrics import auroc, percentiles
 
 
 def test_auroc_matches_sklearn_with_ties():

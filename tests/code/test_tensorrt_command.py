@@ -2,7 +2,7 @@
 
 import pytest
 
-from flows.tensorrt_build import trtexec_command
+from flows.anomaly.tensorrt_build import trtexec_command
 
 
 def test_fp16_dynamic_batch_command():

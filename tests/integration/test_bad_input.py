@@ -7,7 +7,7 @@ import pytest
 
 from helpers import ROOT, fast_params
 from flows.cli import main as lineguard
-from flows.enroll import enroll
+from flows.anomaly.enroll import enroll
 from serving.errors import ConfigError, DatasetError, RoiError
 
 

@@ -6,8 +6,8 @@ import pytest
 
 from helpers import fast_params
 from flows.cli import main as lineguard
-from flows.evaluate import REQUIRED_KEYS
-from serving.bundle import load_bundle
+from flows.evaluation.evaluate import REQUIRED_KEYS
+from serving.engine.bundle import load_bundle
 
 pytestmark = pytest.mark.slow
 
@@ -59,8 +59,8 @@ def test_elpv_enroll_evaluate_without_masks(tmp_path, small_elpv, params_file, c
 
 
 def test_roi_crop_is_recorded_and_applied(tmp_path, small_elpv):
-    from flows.enroll import enroll
-    from flows.export import export_bundle
+    from flows.anomaly.enroll import enroll
+    from flows.anomaly.export import export_bundle
 
     params = fast_params(roi="20,20,260,260")
     enroll(small_elpv, params, tmp_path / "b", progress=False)

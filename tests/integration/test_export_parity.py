@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from helpers import fast_params
-from flows import export as export_mod
-from flows.enroll import enroll
-from serving.bundle import load_bundle
-from serving.engine import tensorrt_available
+from flows.anomaly import export as export_mod
+from flows.anomaly.enroll import enroll
+from serving.engine.bundle import load_bundle
+from serving.engine.backends import tensorrt_available
 
 
 @pytest.fixture(scope="module")

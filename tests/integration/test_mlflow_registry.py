@@ -3,10 +3,10 @@
 import pytest
 
 from helpers import fast_params
-from flows.enroll import enroll, set_run_id
-from flows.export import export_bundle
-from flows.tracking import client, log_enrollment, register_bundle
-from serving.bundle import load_bundle
+from flows.anomaly.enroll import enroll, set_run_id
+from flows.anomaly.export import export_bundle
+from flows.tracking.mlflow_runs import client, log_enrollment, register_bundle
+from serving.engine.bundle import load_bundle
 from services import mlflow_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.services]

@@ -3,8 +3,8 @@
 import pytest
 
 from helpers import fast_params
-from flows.pipeline import enroll_flow
-from serving.bundle import load_bundle
+from flows.orchestration.pipeline import enroll_flow
+from serving.engine.bundle import load_bundle
 
 pytestmark = pytest.mark.slow
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from helpers import fast_params
-from flows.enroll import enroll
-from flows.evaluate import evaluate
-from flows.export import export_bundle
+from flows.anomaly.enroll import enroll
+from flows.evaluation.evaluate import evaluate
+from flows.anomaly.export import export_bundle
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
 
@@ -26,7 +26,7 @@ def test_every_defect_outscores_every_good_bottle(report):
 
 def test_anomaly_map_peak_lies_on_the_defect(report):
     from serving.images import read_mask
-    from serving.preprocess import resize
+    from serving.engine.preprocess import resize
 
     hits = []
     for r in report["_results"]:

@@ -6,9 +6,12 @@ import time
 
 import pytest
 
-from serving.actuation import Actuator, ModbusBackend, NullBackend
+from serving.lineio.actuation.modbus import ModbusBackend
+from serving.lineio.actuation.null import NullBackend
+from serving.lineio.actuation.scheduler import Actuator
 from serving.alarms import Alarms
-from serving.config import ActuatorConfig, ModbusConfig
+from serving.lineio.actuation.config import ActuatorConfig
+from serving.lineio.actuation.modbus import ModbusConfig
 from services import coil_edges, free_port, plc_sim, stop
 
 pytestmark = pytest.mark.services
@@ -17,7 +20,7 @@ pytestmark = pytest.mark.services
 def actuator(port, **kw):
     cfg = ActuatorConfig(kind="modbus", modbus=ModbusConfig(port=port, timeout_s=0.3), **kw)
     alarms = Alarms()
-    return Actuator(ModbusBackend(cfg.modbus), cfg, alarms), alarms
+    return Actuator(ModbusBackend(cfg.modbus), cfg, alarms).start(), alarms
 
 
 def pulses(edges_path):
@@ -106,7 +109,7 @@ def test_unreachable_plc_alarms_and_never_blocks_inspection(tmp_path):
 
 def test_null_backend_logs_only():
     cfg = ActuatorConfig(kind="none", delay_ms=10, pulse_ms=1)
-    act = Actuator(NullBackend(), cfg, Alarms())
+    act = Actuator(NullBackend(), cfg, Alarms()).start()
     assert act.submit(1, "FAIL", time.monotonic_ns()).scheduled
     assert act.wait_idle(2)
     act.close()

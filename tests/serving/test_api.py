@@ -6,8 +6,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from serving.api import create_app
-from serving.audit import verify_chain
-from serving.station import Station
+from serving.station.audit import verify_chain
+from serving.station.runtime import Station
 
 
 @pytest.fixture()
@@ -43,7 +43,8 @@ def test_nothing_that_changes_state_is_anonymous(client):
 def test_state_counts_match_the_evidence_store(client, station):
     h = login(client, "olga", "op-pass")
     s = client.get("/api/state", headers=h).json()
-    counts = station.evidence.counts()
+    verdicts = [r.verdict for r in station.evidence.query(limit=1000)]
+    counts = {v: verdicts.count(v) for v in set(verdicts)}
     assert s["counts"] == {"PASS": counts.get("PASS", 0), "FAIL": counts.get("FAIL", 0)}
     assert s["frames"] == sum(counts.values()) == 12
     assert s["last"]["verdict"] in ("PASS", "FAIL")
@@ -58,8 +59,8 @@ def test_review_disposition_is_stored_with_user_and_time_and_audited(client, sta
     r = client.post(f"/api/review/{items[0]['id']}", json={"disposition": "defect", "class_name": "crack"}, headers=h)
     assert r.status_code == 200
     rec = station.evidence.get(items[0]["id"])
-    assert (rec["disposition"], rec["disposition_class"], rec["disposition_user"]) == ("defect", "crack", "olga")
-    assert rec["disposition_time"] > 0
+    assert (rec.disposition, rec.disposition_class, rec.disposition_user) == ("defect", "crack", "olga")
+    assert rec.disposition_time > 0
     entries = station.audit.entries()
     assert entries[-1]["action"] == "disposition" and entries[-1]["user"] == "olga"
     assert verify_chain(station.audit.path) is None
@@ -81,18 +82,41 @@ def test_roles_gate_changes_and_malformed_requests(client, station):
     r = client.put("/api/gate", json={"min_area_px": 100}, headers=op)
     assert r.status_code == 403 and "engineer role" in r.json()["detail"]
     r = client.put("/api/gate", json={"min_area_px": 100, "persistence_n": 1}, headers=eng)
-    assert r.status_code == 200 and station.rules.min_area_px == 100
+    assert r.status_code == 200 and station.rules.min_area_px == 100 and r.json()["min_area_px"] == 100
     assert station.audit.entries()[-1]["action"] == "gate_changed"
     r = client.put("/api/gate", json={"min_area": 1}, headers=eng)
-    assert r.status_code == 422 and "unknown gate field" in r.json()["detail"]
+    assert r.status_code == 422 and r.json()["detail"].startswith("min_area: unknown field; allowed: class_confidence, ")
     r = client.put("/api/gate", json={"persistence_n": 0}, headers=eng)
-    assert r.status_code == 422 and "persistence_n" in r.json()["detail"]
+    assert r.json() == {"detail": "persistence_n: Input should be greater than or equal to 1 (got 0)"}
+    r = client.put("/api/gate", json={"persistence_n": 4}, headers=eng)  # valid alone, not with persistence_m 1
+    assert r.status_code == 422 and r.json()["detail"].startswith("persistence_n: persistence_n (4) cannot exceed")
+    assert station.rules.persistence_n == 1  # refused changes change nothing
+    r = client.put("/api/gate", json={"image_threshold": "NaN"}, headers=eng)
+    assert r.status_code == 422 and r.json()["detail"].startswith("image_threshold: Input should be a finite number")
     r = client.post("/api/review/1", json={"disposition": "maybe"}, headers=op)
-    assert r.status_code == 422 and "disposition" in r.text
+    assert r.json() == {"detail": "disposition: Input should be 'false_alarm' or 'defect' (got 'maybe')"}
     r = client.post("/api/review/1", content=b"{not json", headers={**op, "Content-Type": "application/json"})
-    assert r.status_code == 422
+    assert r.status_code == 422 and r.json()["detail"].startswith("1: JSON decode error")
+    r = client.get("/api/evidence/abc/crop.png", headers=op)
+    assert r.json() == {"detail": "rid: Input should be a valid integer, unable to parse string as an integer (got 'abc')"}
     assert client.post("/api/review/999999", json={"disposition": "defect"}, headers=op).status_code == 404
     assert client.get("/healthz").json()["ok"]  # still up
+
+
+def test_every_route_needs_a_token_except_a_short_public_list(client):
+    from serving.api.deps import PUBLIC
+
+    assert len(PUBLIC) <= 6
+    routes = {(m.upper(), path) for path, ops in client.get("/openapi.json").json()["paths"].items() for m in ops}
+    checked = 0
+    for method, path in sorted(routes):
+        r = client.request(method, path.replace("{rid}", "1").replace("{kind}", "crop"), json={})
+        if (method, path) in PUBLIC:
+            assert r.status_code != 401, (method, path)
+        else:
+            assert r.status_code == 401, (method, path, r.status_code)
+            checked += 1
+    assert checked >= 10 and ("PUT", "/api/gate") in routes
 
 
 def test_bad_bundle_is_refused_and_the_old_one_keeps_running(client, station, bundle_copy):

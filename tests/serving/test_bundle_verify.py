@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from serving.bundle import SCHEMA_VERSION, load_bundle
+from serving.engine.bundle import SCHEMA_VERSION, load_bundle
 from serving.engine import AnomalyEngine
 from serving.errors import BundleError
 

@@ -2,6 +2,9 @@
 
 from pathlib import Path
 
+import subprocess
+import sys
+
 import pytest
 import yaml
 
@@ -43,7 +46,41 @@ def test_replay_needs_a_path_and_unknown_sections_are_refused(tmp_path):
         parse_config(data)
     data = example()
     data["camera"] = {}
-    with pytest.raises(ConfigError, match="camera: Extra inputs are not permitted"):
+    with pytest.raises(ConfigError, match="camera: unknown field; allowed: actuator, api, bundle"):
         parse_config(data)
     with pytest.raises(ConfigError, match="not found; copy station.example.yaml"):
         load_config(tmp_path / "nope.yaml")
+
+
+INVALID_GATES = [
+    ({"persistence_n": 3, "persistence_m": 2}, "gate.persistence_n: persistence_n (3) cannot exceed persistence_m (2)"),
+    ({"min_area_mm2": 4.0}, "gate.px_per_mm: min_area_mm2 needs px_per_mm"),
+    ({"class_confidence": {"crack": 1.5}}, "gate.class_confidence: confidences must lie in [0, 1]"),
+    ({"sop": [{"name": "a", "action": "fail_above_score"}]}, "gate.sop.0: sop rule 'a': action fail_above_score needs 'value'"),
+    ({"sop": [{"name": "a", "action": "fail_all"}, {"name": "a", "action": "pass_all"}]}, "gate.sop: SOP rule names must be unique"),
+    ({"image_threshold": -1}, "gate.image_threshold: Input should be greater than 0"),
+    ({"persistence_m": 0}, "gate.persistence_m: Input should be greater than or equal to 1"),
+]
+
+
+@pytest.mark.parametrize("gate, message", INVALID_GATES)
+def test_invalid_gate_rules_are_refused_by_run_before_anything_starts(tmp_path, gate, message):
+    data = example()
+    data["gate"] = gate
+    data["bundle"] = str(tmp_path / "no-bundle-here")  # were the engine loaded first, this would be the error
+    cfg = tmp_path / "station.yaml"
+    cfg.write_text(yaml.safe_dump(data))
+    out = subprocess.run([sys.executable, "-m", "serving.cli", "run", "--config", str(cfg), "--no-api"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert message in out.stderr and "no-bundle-here" not in out.stderr + out.stdout, out.stderr
+
+
+def test_duplicated_yaml_keys_and_syntax_errors_are_one_line_errors(tmp_path):
+    cfg = tmp_path / "station.yaml"
+    cfg.write_text("station_id: a\nbundle: b\nsource: {kind: replay, path: x}\nactuator:\n  delay_ms: 10\n  delay_ms: 3600000\n")
+    with pytest.raises(ConfigError, match=r"line 6: key 'delay_ms' appears twice in the same section \(first on line 5\)"):
+        load_config(cfg)
+    cfg.write_text("station_id: a\nsource: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"station.yaml: not valid YAML: line 3, column 1"):
+        load_config(cfg)

@@ -26,8 +26,8 @@ def test_infer_returns_score_map_matches_and_overlay(engine, test_images):
 
 def test_batch_axis_is_dynamic_and_consistent(engine, test_images):
     imgs = [read_image(p) for p in list_images(test_images / "good")[:3]]
-    batch = np.stack([engine.prepare(i) for i in imgs])
-    scores, maps, _ = engine.score_batch(batch)
+    batch = np.stack([engine.preprocess(i)[1] for i in imgs])
+    scores, maps, _ = engine.forward(batch)
     singles = [engine.infer(i).score for i in imgs]
     assert scores.shape == (3,) and maps.shape[0] == 3
     assert np.allclose(scores, singles, rtol=1e-4)
@@ -39,5 +39,47 @@ def test_defective_cells_score_higher_than_good_ones(engine, test_images):
     assert np.median(bad) > np.median(good)
 
 
-def test_cpu_provider_in_use_here(engine):
-    assert "CPUExecutionProvider" in engine.providers
+def test_providers_follow_the_preferred_order_of_what_onnxruntime_offers(engine):
+    import onnxruntime as ort
+
+    from serving.engine.backends import PREFERRED_PROVIDERS
+
+    expected = [p for p in PREFERRED_PROVIDERS if p in ort.get_available_providers()]
+    assert engine.providers == expected and engine.providers[-1] == "CPUExecutionProvider"
+
+
+def test_the_contract_steps_compose_to_infer(engine, test_images):
+    img = read_image(list_images(test_images / "defect")[0])
+    crop, x = engine.preprocess(img)
+    assert crop.dtype == np.uint8 and crop.shape == (engine.spec.height, engine.spec.width, 3)
+    assert x.dtype == np.float32 and x.shape == engine.input_shape
+    (r,) = engine.postprocess(engine.forward(x[None]), [crop])
+    assert r.score == pytest.approx(engine.infer(img).score, rel=1e-6)
+
+
+def test_a_non_finite_score_is_refused_not_passed_on(engine):
+    scores, maps, match = engine.forward(np.zeros((1, *engine.input_shape), np.float32))
+    with pytest.raises(FloatingPointError):
+        engine.postprocess([np.array([np.nan], np.float32), maps, match])
+
+
+def test_tensorrt_asked_for_without_an_engine_is_a_clear_error(bundle_dir):
+    from serving.errors import BundleError
+
+    with pytest.raises(BundleError, match="backend 'tensorrt' asked for"):
+        AnomalyEngine.load(bundle_dir, backend="tensorrt")
+
+
+def test_device_buffers_are_allocated_once_and_grown_only_when_needed():
+    from serving.engine.backends import DeviceBuffers
+
+    freed, counter = [], iter(range(1, 100))
+    buffers = DeviceBuffers(lambda n: next(counter), freed.append)
+    first = buffers.get("image", 3 * 224 * 224 * 4)
+    for _ in range(50):  # the same shape, frame after frame: no new allocation
+        assert buffers.get("image", 3 * 224 * 224 * 4) == first
+    assert buffers.get("image", 100) == first and buffers.allocations == 1  # smaller fits in place
+    grown = buffers.get("image", 2 * 3 * 224 * 224 * 4)  # a larger batch: one re-allocation, old one freed
+    assert grown != first and freed == [first] and buffers.allocations == 2
+    buffers.release()
+    assert freed == [first, grown]

@@ -12,8 +12,11 @@ import time
 import pytest
 
 from serving.alarms import Alarms
-from serving.config import EvidenceConfig
-from serving.evidence import EvidenceStore, generate_key
+from serving.evidence.config import EvidenceConfig
+from serving.evidence import EvidenceStore, InspectionRecord
+from serving.evidence.crypto import generate_key
+from serving.evidence.retention import enforce_limits
+from serving.evidence.sync import sync_evidence
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"IHDR-plaintext-marker" * 200
 
@@ -28,7 +31,8 @@ def store(tmp_path, **kw):
 
 
 def rec(seq, verdict="FAIL", **kw):
-    return {"seq": seq, "t_trigger_ns": 1000 + seq, "verdict": verdict, "rule": "anomaly", "score": 1.0, **kw}
+    return InspectionRecord(**{"station_id": "st1", "seq": seq, "t_trigger_ns": 1000 + seq, "wall_time": time.time(),
+                               "verdict": verdict, "rule": "anomaly", "score": 1.0, **kw})
 
 
 def test_images_are_encrypted_at_rest_and_decrypt_intact(tmp_path):
@@ -39,13 +43,13 @@ def test_images_are_encrypted_at_rest_and_decrypt_intact(tmp_path):
     for f in files:
         raw = f.read_bytes()
         assert b"\x89PNG" not in raw and b"plaintext-marker" not in raw
-    assert ev.read_image(ev.get(rid)["overlay_file"]) == PNG
+    assert ev.read_image(ev.get(rid).overlay_file) == PNG
 
 
 def test_tampered_image_is_detected(tmp_path):
     ev, _ = store(tmp_path)
     rid = ev.record(rec(1), PNG, None)
-    path = tmp_path / "ev" / "images" / ev.get(rid)["crop_file"]
+    path = tmp_path / "ev" / "images" / ev.get(rid).crop_file
     raw = bytearray(path.read_bytes())
     raw[-1] ^= 1
     path.write_bytes(bytes(raw))
@@ -59,15 +63,15 @@ def test_quota_drops_synced_first_then_unsynced_pass_and_fail_last_with_an_alarm
     b = ev.record(rec(2, "PASS"), PNG, PNG)
     ev.db.execute("UPDATE frames SET synced=1 WHERE id=?", (a,))
     c = ev.record(rec(3, "FAIL"), PNG, PNG)
-    out = ev.enforce_limits()
-    assert out["synced_images"] == 1 and ev.get(a)["images_dropped"] == 1
-    assert ev.get(c)["overlay_file"]  # unsynced FAIL survives while anything else can go
+    out = enforce_limits(ev)
+    assert out["synced_images"] == 1 and ev.get(a).images_dropped is True
+    assert ev.get(c).overlay_file  # unsynced FAIL survives while anything else can go
     for i in range(4, 10):
         ev.record(rec(i, "FAIL"), PNG, PNG)
-    out = ev.enforce_limits()
-    assert ev.get(b)["images_dropped"] == 1
+    out = enforce_limits(ev)
+    assert ev.get(b).images_dropped is True
     assert out["unsynced_fail_images"] > 0 and alarms.is_active("evidence_fail_dropped")
-    assert ev.get(c)["verdict"] == "FAIL"  # the record itself is never dropped unsynced
+    assert ev.get(c).verdict == "FAIL"  # the record itself is never dropped unsynced
 
 
 def test_retention_expires_only_synced_records(tmp_path):
@@ -75,7 +79,7 @@ def test_retention_expires_only_synced_records(tmp_path):
     old_synced = ev.record(rec(1, wall_time=time.time() - 7200), PNG, None)
     old_unsynced = ev.record(rec(2, wall_time=time.time() - 7200), PNG, None)
     ev.db.execute("UPDATE frames SET synced=1 WHERE id=?", (old_synced,))
-    assert ev.enforce_limits()["expired"] == 1
+    assert enforce_limits(ev)["expired"] == 1
     assert ev.get(old_synced) is None and ev.get(old_unsynced) is not None
     assert alarms.is_active("evidence_unsynced_old")
 
@@ -84,10 +88,10 @@ def test_sync_copies_records_and_marks_them_and_reports_offline(tmp_path):
     ev, _ = store(tmp_path)
     ids = [ev.record(rec(i), PNG, PNG) for i in range(3)]
     with pytest.raises(ConnectionError, match="not reachable"):
-        ev.sync(tmp_path / "not-mounted")
+        sync_evidence(ev, tmp_path / "not-mounted")
     dest = tmp_path / "remote"
     dest.mkdir()
-    assert ev.sync(f"file://{dest}") == 3
+    assert sync_evidence(ev, f"file://{dest}") == 3
     lines = (dest / "st1" / "records.jsonl").read_text().splitlines()
     assert [json.loads(x)["id"] for x in lines] == ids
     assert len(list((dest / "st1" / "images").iterdir())) == 6 and ev.unsynced() == 0
@@ -97,7 +101,7 @@ def test_missing_key_keeps_records_without_images_and_alarms(tmp_path):
     ev, alarms = store(tmp_path, make_key=False)
     assert alarms.is_active("evidence_key") and "gen-key" in alarms.active()[0].message
     rid = ev.record(rec(1), PNG, PNG)
-    assert ev.get(rid)["verdict"] == "FAIL" and ev.get(rid)["crop_file"] is None
+    assert ev.get(rid).verdict == "FAIL" and ev.get(rid).crop_file is None
     assert not list((tmp_path / "ev" / "images").iterdir())  # never stored in the clear
 
 
@@ -107,23 +111,24 @@ def test_full_disk_keeps_the_record_and_alarms(tmp_path, monkeypatch):
     def full(*_):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(ev, "_encrypt_to", full)
+    monkeypatch.setattr(ev.vault, "write", full)
     rid = ev.record(rec(1), PNG, PNG)
-    assert rid is not None and ev.get(rid)["crop_file"] is None
-    assert alarms.is_active("evidence_disk") and "disk full" in alarms.active()[0].message
+    assert rid is not None and ev.get(rid).crop_file is None and ev.get(rid).images_dropped
+    assert alarms.is_active("evidence_disk") and "No space left" in alarms.active()[0].message
 
 
 WRITER = """
 import sys, time
 from serving.alarms import Alarms
-from serving.config import EvidenceConfig
-from serving.evidence import EvidenceStore
+from serving.evidence.config import EvidenceConfig
+from serving.evidence import EvidenceStore, InspectionRecord
 ev = EvidenceStore(EvidenceConfig(dir=sys.argv[1], key_file=sys.argv[2]), Alarms(), "st1")
 png = b"\\x89PNG" + bytes(range(256)) * 400
 i = 0
 while True:
     i += 1
-    ev.record({"seq": i, "t_trigger_ns": i, "verdict": "FAIL", "rule": "anomaly", "score": float(i)}, png, png)
+    ev.record(InspectionRecord(station_id="st1", seq=i, t_trigger_ns=i, wall_time=time.time(), verdict="FAIL",
+                               rule="anomaly", score=float(i)), png, png)
     if i == 20:
         print("writing", flush=True)
 """
@@ -140,7 +145,33 @@ def test_kill_9_mid_write_leaves_every_committed_record_intact(tmp_path):
     rows = ev.query(limit=100_000, order="id")
     assert len(rows) >= 20
     for r in rows:
-        for f in (r["crop_file"], r["overlay_file"]):
+        for f in (r.crop_file, r.overlay_file):
             assert ev.read_image(f).startswith(b"\x89PNG")  # authenticated: complete and unaltered
     assert not list((tmp_path / "ev" / "images").glob("*.tmp"))  # swept at start-up
     assert sqlite3.connect(tmp_path / "ev" / "evidence.db").execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_a_record_the_database_refuses_is_queued_counted_alarmed_and_written_later(tmp_path):
+    ev, alarms = store(tmp_path)
+    ev.record(rec(1))
+    ev.db.execute("ALTER TABLE frames RENAME TO frames_away")  # the table is gone: every insert fails
+    assert ev.record(rec(2), PNG, PNG) is None and ev.record(rec(3)) is None
+    assert ev.write_failures == 1 and len(ev.pending) == 2  # the second never reached the database: kept in order
+    assert alarms.is_active("evidence_db") and "2 records queued" in alarms.active()[-1].message
+    assert (tmp_path / "ev" / "pending.jsonl").read_text().count("\n") == 2  # on disk too, for a restart
+    ev.db.execute("ALTER TABLE frames_away RENAME TO frames")
+    assert ev.flush_pending() == 2 and not alarms.is_active("evidence_db")
+    rows = ev.query(limit=10, order="id")
+    assert [r.seq for r in rows] == [1, 2, 3] and rows[1].crop_file and ev.read_image(rows[1].crop_file) == PNG
+    assert not (tmp_path / "ev" / "pending.jsonl").exists()
+
+
+def test_queued_records_survive_a_restart(tmp_path):
+    ev, _ = store(tmp_path)
+    ev.db.execute("ALTER TABLE frames RENAME TO frames_away")
+    ev.record(rec(7), PNG, None)
+    ev.db.execute("ALTER TABLE frames_away RENAME TO frames")
+    ev.close()  # the station dies before it could retry
+    ev2, alarms = store(tmp_path)
+    (r,) = ev2.query(limit=10)
+    assert r.seq == 7 and ev2.read_image(r.crop_file) == PNG and not alarms.is_active("evidence_db")

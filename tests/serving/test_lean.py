@@ -26,7 +26,7 @@ def test_engine_and_replay_load_no_training_module(bundle_dir, test_images):
 import json, sys
 from serving.engine import AnomalyEngine
 from serving.images import read_image, list_images
-from serving.replay import replay
+from serving.station.replay import replay
 e = AnomalyEngine.load({str(bundle_dir)!r})
 e.infer(read_image(list_images({str(test_images / 'good')!r})[0]))
 replay({str(bundle_dir)!r}, {str(test_images)!r}, limit=2)

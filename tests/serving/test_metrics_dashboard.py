@@ -4,7 +4,7 @@ import json
 import re
 from pathlib import Path
 
-from serving.metrics import STAGES, StationMetrics
+from serving.station.metrics import STAGES, StationMetrics
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "ops" / "grafana-dashboard.json"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from serving.api import create_app
-from serving.station import Station
+from serving.station.runtime import Station
 from services import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.services]
@@ -60,8 +60,8 @@ def test_login_see_fail_review_with_f_key(served, tmp_path, capsys):
             page.wait_for_function(f"document.querySelector('#rmsg').textContent.includes('defect') && "
                                    f"!document.querySelector('.item[data-id=\"{target}\"]')")
             times.append(time.perf_counter() - t0)
-            assert station.evidence.get(target)["disposition"] == "defect"
-            assert station.evidence.get(target)["disposition_user"] == "olga"
+            assert station.evidence.get(target).disposition == "defect"
+            assert station.evidence.get(target).disposition_user == "olga"
             page.wait_for_selector(".item.sel img[src^='blob:']")
         page.screenshot(path=str(tmp_path / "operator.png"))
         browser.close()

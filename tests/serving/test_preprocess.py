@@ -5,7 +5,7 @@ import pytest
 
 from serving.errors import ImageError, RoiError
 from serving.images import read_image, to_rgb
-from serving.preprocess import InputSpec, Roi, anomaly_area, crop_roi, heatmap_overlay, preprocess
+from serving.engine.preprocess import InputSpec, Roi, anomaly_area, crop_roi, heatmap_overlay, preprocess
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,9 @@ import cv2
 import numpy as np
 
 from serving.alarms import Alarms
-from serving.sources import FrameSource, FreeRunTrigger, HttpTrigger, OpenCVGrabber, ReplayGrabber
+from serving.lineio.cameras import OpenCVCamera, ReplayCamera
+from serving.lineio.capture import FrameSource
+from serving.lineio.triggers import FreeRunTrigger, HttpTrigger
 
 
 def folder(tmp_path, n=6, corrupt=False):
@@ -28,7 +30,7 @@ def drain(src):
 
 
 def test_replay_gives_sequence_numbers_monotonic_triggers_and_paces(tmp_path):
-    src = FrameSource(ReplayGrabber(folder(tmp_path)), FreeRunTrigger(50.0), queue_size=16).start()
+    src = FrameSource(ReplayCamera(folder(tmp_path)), FreeRunTrigger(50.0), queue_size=16).start()
     frames = drain(src)
     assert [f.seq for f in frames] == [1, 2, 3, 4, 5, 6]
     t = [f.t_trigger_ns for f in frames]
@@ -38,13 +40,13 @@ def test_replay_gives_sequence_numbers_monotonic_triggers_and_paces(tmp_path):
 
 
 def test_corrupt_frame_is_an_error_frame_not_a_crash(tmp_path):
-    frames = drain(FrameSource(ReplayGrabber(folder(tmp_path, corrupt=True)), FreeRunTrigger(200.0), 16).start())
+    frames = drain(FrameSource(ReplayCamera(folder(tmp_path, corrupt=True)), FreeRunTrigger(200.0), 16).start())
     bad = [f for f in frames if f.error]
     assert len(frames) == 6 and len(bad) == 1 and bad[0].error == "corrupt_frame" and "002.png" in bad[0].error_detail
 
 
 def test_a_slow_consumer_drops_images_but_every_part_still_gets_a_verdict(tmp_path):
-    src = FrameSource(ReplayGrabber(folder(tmp_path, n=12)), FreeRunTrigger(500.0), queue_size=2).start()
+    src = FrameSource(ReplayCamera(folder(tmp_path, n=12)), FreeRunTrigger(500.0), queue_size=2).start()
     time.sleep(0.3)  # nobody consumes meanwhile
     frames = drain(src)
     missing = [f for f in frames if f.error == "missing_frame"]
@@ -55,7 +57,7 @@ def test_a_slow_consumer_drops_images_but_every_part_still_gets_a_verdict(tmp_pa
 
 def test_http_trigger_timestamps_on_arrival(tmp_path):
     trig = HttpTrigger()
-    src = FrameSource(ReplayGrabber(folder(tmp_path, n=2)), trig, queue_size=4).start()
+    src = FrameSource(ReplayCamera(folder(tmp_path, n=2)), trig, queue_size=4).start()
     t = time.monotonic_ns()
     trig.fire()
     f = src.get(timeout=2)
@@ -66,7 +68,7 @@ def test_http_trigger_timestamps_on_arrival(tmp_path):
 def test_camera_that_is_missing_is_retried_with_backoff_and_recovers(tmp_path):
     video = tmp_path / "cam.avi"
     alarms = Alarms()
-    grabber = OpenCVGrabber(str(video), alarms, initial_s=0.05, max_s=0.2)
+    grabber = OpenCVCamera(str(video), alarms, initial_s=0.05, max_s=0.2)
     result = {}
     t = threading.Thread(target=lambda: result.setdefault("frame", grabber.grab()))
     t.start()

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from serving.api import create_app
 from serving.engine import AnomalyEngine
 from serving.images import list_images, read_image
-from serving.station import Station
+from serving.station.runtime import Station
 from services import coil_edges, plc_sim
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
@@ -48,20 +48,20 @@ def test_images_to_reject_pulses(tmp_path, bundle_dir, test_images, make_config)
         token = client.post("/api/login", json={"username": "olga", "password": "op-pass"}).json()["token"]
         page = client.get("/api/state", headers={"Authorization": f"Bearer {token}"}).json()
         station.stop()
-    records = {r["seq"]: r for r in station_records(cfg)}
+    records = {r.seq: r for r in station_records(cfg)}
     assert set(records) == set(truth)
-    assert {s for s, r in records.items() if r["verdict"] == "FAIL"} == {s for s, t in truth.items() if t == "defect"}
+    assert {s for s, r in records.items() if r.verdict == "FAIL"} == {s for s, t in truth.items() if t == "defect"}
     on_edges = [t for t, v in coil_edges(edges, 0) if v]
     assert len(on_edges) == sum(t == "defect" for t in truth.values())
     for seq in sorted(s for s, t in truth.items() if t == "defect"):
-        expected = records[seq]["t_trigger_ns"] + DELAY_MS * 1_000_000
+        expected = records[seq].t_trigger_ns + DELAY_MS * 1_000_000
         nearest = min(on_edges, key=lambda t: abs(t - expected))
         assert abs(nearest - expected) / 1e6 < 15, f"part {seq}: pulse {(nearest - expected) / 1e6:.1f} ms off"
     # result registers carry every part's sequence number and verdict code
     results = [e for e in read_edges(edges) if e["kind"] == "hr" and e["address"] == 0]
     assert [v["values"] for v in results] == [[s, 2 if truth[s] == "defect" else 1] for s in sorted(truth)]
     for r in records.values():
-        assert r["verdict"] == "PASS" or r["overlay_file"]
+        assert r.verdict == "PASS" or r.overlay_file
     n_bad = sum(t == "defect" for t in truth.values())
     assert page["counts"] == {"PASS": len(truth) - n_bad, "FAIL": n_bad} and page["frames"] == len(truth)
     assert page["actuation"]["pulses"] == n_bad and page["actuation"]["late"] == 0
@@ -79,7 +79,7 @@ def station_records(cfg):
 
 
 def read_edges(path):
-    from serving.plcsim import read_edges as _read
+    from serving.lineio.plcsim import read_edges as _read
 
     return _read(str(path))
 
@@ -94,11 +94,11 @@ def test_bad_frames_fail_safe_and_the_station_keeps_going(tmp_path, test_images,
     shutil.copy(good[1], stream / "004.png")
     station = Station(make_config(source={"path": str(stream), "rate_hz": 20}, roi="0,0,290,290")).start()
     assert station.wait(30)
-    recs = {r["seq"]: r for r in station_records(station.cfg)}
+    recs = {r.seq: r for r in station_records(station.cfg)}
     station.stop()
-    assert recs[2]["rule"] == "fail_safe.corrupt_frame" and recs[2]["verdict"] == "FAIL"
-    assert recs[3]["rule"] == "fail_safe.wrong_frame" and "outside the 40x40 image" in " ".join(recs[3]["reasons"])
-    assert recs[1]["rule"].startswith("anomaly") and recs[4]["rule"].startswith("anomaly")
+    assert recs[2].rule == "fail_safe.corrupt_frame" and recs[2].verdict == "FAIL"
+    assert recs[3].rule == "fail_safe.wrong_frame" and "outside the 40x40 image" in " ".join(recs[3].reasons)
+    assert recs[1].rule.startswith("anomaly") and recs[4].rule.startswith("anomaly")
 
 
 def test_engine_fault_fails_safe(tmp_path, test_images, make_config):
@@ -107,26 +107,26 @@ def test_engine_fault_fails_safe(tmp_path, test_images, make_config):
     def broken(batch):
         raise RuntimeError("CUDA error: device lost")
 
-    station.engine.score_batch = broken
+    station.engine.forward = broken
     station.start()
     assert station.wait(30)
     recs = station_records(station.cfg)
     station.stop()
-    assert len(recs) == 3 and all(r["rule"] == "fail_safe.engine_error" and r["verdict"] == "FAIL" for r in recs)
-    assert "device lost" in recs[0]["reasons"][0]
+    assert len(recs) == 3 and all(r.rule == "fail_safe.engine_error" and r.verdict == "FAIL" for r in recs)
+    assert "device lost" in recs[0].reasons[0]
 
 
 def test_frame_with_the_wrong_channel_count_fails_safe(make_config):
-    from serving.sources import Frame
+    from serving.lineio.frames import Frame
 
     station = Station(make_config(max_frames=1))
     frame = Frame(seq=1, t_trigger_ns=time.monotonic_ns(), t_capture_ns=time.monotonic_ns(),
                   image=np.zeros((300, 300, 2), np.uint8), name="cam0")
     rec = station.process(frame)
-    assert (rec["verdict"], rec["rule"]) == ("FAIL", "fail_safe.wrong_frame") and "HxWx3" in rec["reasons"][0]
+    assert (rec.verdict, rec.rule) == ("FAIL", "fail_safe.wrong_frame") and "HxWx3" in rec.reasons[0]
     gray = Frame(seq=2, t_trigger_ns=time.monotonic_ns(), t_capture_ns=time.monotonic_ns(),
                  image=np.zeros((300, 300), np.uint8), name="cam0")
-    assert station.process(gray)["rule"].startswith("anomaly")  # grayscale is converted, not refused
+    assert station.process(gray).rule.startswith("anomaly")  # grayscale is converted, not refused
     station.stop()
 
 
@@ -138,8 +138,8 @@ def test_plc_triggered_capture(tmp_path, make_config):
         assert station.wait(20)
         recs = station_records(cfg)
         station.stop()
-    assert [r["seq"] for r in recs] == [1, 2, 3, 4]
-    gaps = np.diff([r["t_trigger_ns"] for r in recs]) / 1e6
+    assert [r.seq for r in recs] == [1, 2, 3, 4]
+    gaps = np.diff([r.t_trigger_ns for r in recs]) / 1e6
     # one capture per PLC trigger, 100 ms apart (the first may be a trigger already pending at start-up)
     assert np.all((gaps[1:] > 60) & (gaps[1:] < 160)) and gaps[0] < 160
     resets = [v for t, v in coil_edges(edges, 4) if v == 0]

@@ -1,0 +1,1 @@
+"""The anomaly model: backbone, PatchCore/PaDiM, coreset, enrollment, calibration and export."""

@@ -1,0 +1,1 @@
+"""Evaluation through the serving engine: metrics, plots and reports."""

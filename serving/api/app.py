@@ -1,0 +1,50 @@
+"""The operator page and API (FastAPI): one router per resource, authentication on by default.
+
+    GET  /                      operator page (live PASS/FAIL, review with P / F keys)      public
+    POST /api/login             {username, password} -> {token, role}                        public
+    GET  /healthz, /metrics     liveness, Prometheus metrics                                 public
+    GET  /api/state             live verdict, score, counts, alarms, online/PLC state
+    GET  /api/evidence/{id}/{crop|overlay}.png   decrypted evidence image
+    GET  /api/review            3-5 suspects (borderline and novel scores) awaiting review
+    POST /api/review/{id}       {disposition: false_alarm|defect, class_name}   (operator+)
+    POST /api/trigger           capture trigger for `source.trigger: http`       (operator+)
+    GET  /api/gate              the rules in force
+    PUT  /api/gate              change gate settings                             (engineer)
+    GET  /api/bundle            the running bundle's manifest
+    POST /api/bundle            {path}: verify and load a new bundle             (engineer)
+    GET  /api/audit             the audit log                                    (engineer)
+
+>>> app = create_app(station)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from serving.api.auth import Sessions
+from serving.api.deps import authenticate
+from serving.api.routes import audit, bundle, evidence, gate, login, ops, review, state, trigger
+from serving.strict import error_lines
+
+ROUTERS = (ops, login, state, evidence, review, gate, bundle, audit, trigger)
+
+
+def create_app(station) -> FastAPI:
+    """The FastAPI app for a running :class:`serving.station.runtime.Station`."""
+    app = FastAPI(title=f"Lineguard station {station.cfg.station_id}", docs_url="/api/docs", redoc_url=None,
+                  dependencies=[Depends(authenticate)])
+    app.state.station = station
+    app.state.sessions = Sessions(station.cfg.api.session_hours)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # one line per wrong field, named as the client sent it: "disposition: Input should be ..."
+        body = getattr(request.scope.get("route"), "body_field", None)
+        model = body.field_info.annotation if body is not None else None
+        return JSONResponse({"detail": "; ".join(error_lines(exc, model=model))}, status_code=422)
+
+    for module in ROUTERS:
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,26 @@
+"""Decrypted evidence images, for logged-in users."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Depends, HTTPException
+from fastapi.responses import Response
+
+from serving.api.deps import station
+from serving.errors import LineguardError
+
+router = APIRouter(tags=["evidence"])
+
+
+@router.get("/api/evidence/{rid}/{kind}.png", response_class=Response)
+def image(rid: int, kind: Literal["crop", "overlay"], st=Depends(station)) -> Response:
+    """The ROI crop or the heatmap overlay of one record."""
+    rec = st.evidence.get(rid)
+    name = rec and getattr(rec, f"{kind}_file")
+    if not name:
+        raise HTTPException(404, f"record {rid} has no {kind} image (PASS frames are sampled)")
+    try:
+        return Response(st.evidence.read_image(name), media_type="image/png")
+    except LineguardError as exc:
+        raise HTTPException(503, str(exc)) from None

@@ -1,0 +1,27 @@
+"""The live state the operator page polls."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from serving.api.auth import Session
+from serving.api.deps import current_session, station
+from serving.api.schemas import AlarmView, PartView, StateResponse
+
+router = APIRouter(tags=["state"])
+
+
+@router.get("/api/state", response_model=StateResponse)
+def state(s: Session = Depends(current_session), st=Depends(station)) -> StateResponse:
+    """Verdict of the last part, counts, alarms, PLC and sync state."""
+    live, last = st.state, st.state.last
+    return StateResponse(
+        station_id=st.cfg.station_id, user=s.user, role=s.role,
+        bundle_version=st.engine.bundle.manifest.bundle_version, threshold=st.rules.image_threshold,
+        last=None if last is None else PartView(**last.model_dump(include=set(PartView.model_fields))),
+        counts=live.counts, frames=live.frames, dropped=st.source.dropped, late=st.source.late,
+        actuation=st.actuator.counts, plc_connected=st.actuator.connected, online=st.housekeeper.online,
+        running=live.running, finished=live.finished,
+        alarms=[AlarmView(name=a.name, message=a.message, level=a.level, count=a.count) for a in st.alarms.active()],
+        reviewed=st.evidence.reviewed(),
+    )

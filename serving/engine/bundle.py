@@ -1,0 +1,187 @@
+"""The engine bundle: the one contract between the pipeline and the station.
+
+A bundle is a folder with ``manifest.json`` beside ``model.onnx``, an optional
+TensorRT engine and the explainability files. The manifest lists every file's
+sha256; :func:`load_bundle` refuses a bundle whose schema, files or hashes do
+not match, so a station keeps running the bundle it has.
+
+>>> load_bundle("/nonexistent")  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+serving.errors.BundleError: /nonexistent: no manifest.json ...
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError
+
+from serving.engine.preprocess import InputSpec, Roi
+from serving.errors import BundleError
+from serving.strict import StrictModel, error_lines
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+MODEL_FILE = "model.onnx"  #: the default graph name export writes; stations read ``manifest.model_file``
+
+
+class ScoreStats(StrictModel):
+    """Summary of the normal scores a threshold came from."""
+
+    n: int
+    mean: float
+    std: float
+    min: float
+    p50: float
+    p95: float
+    p99: float
+    max: float
+
+
+class Thresholds(StrictModel):
+    """Calibrated from held-out normal images only; the station reads them from here, not the graph."""
+
+    image: float
+    pixel: float
+    target_frr: float = Field(description="false-reject rate the image threshold was chosen for")
+    holdout_frr: float = Field(description="false-reject rate measured on the held-out normals")
+    pixel_fpr: float = Field(description="fraction of normal pixels above the pixel threshold")
+    method: str
+    normal_image_scores: ScoreStats
+    normal_pixel_scores: ScoreStats
+    normal_scores: list[float] = Field(default=[], description="the held-out normal image scores themselves")
+
+
+class TensorRTInfo(StrictModel):
+    """What became of the TensorRT build (present or not, and why)."""
+
+    built: bool
+    reason: str | None = None
+    file: str | None = None
+    version: str | None = None
+    precision: str | None = None
+    gpu: str | None = None
+    parity_max_rel_diff: float | None = None
+
+
+class Provenance(StrictModel):
+    """Where the bundle came from."""
+
+    dataset_hash: str
+    image_count: int
+    holdout_count: int
+    params: dict
+    git_commit: str | None
+    mlflow_run_id: str | None = None
+    onnx_opset: int
+    created_at: str
+    lineguard_version: str
+    torch_version: str | None = None
+    anomalib_version: str | None = None
+
+
+class FileEntry(StrictModel):
+    """One file of the bundle, by its hash."""
+
+    sha256: str
+    bytes: int
+
+
+class Manifest(StrictModel):
+    """``manifest.json``: everything a station needs to run and trust a bundle."""
+
+    schema_version: int
+    bundle_version: str
+    model_kind: Literal["anomaly", "detector"]
+    algorithm: str
+    backbone: str
+    input: InputSpec
+    outputs: list[str]
+    thresholds: Thresholds
+    roi: Roi | None
+    class_names: list[str] = []
+    files: dict[str, FileEntry]
+    model_file: str = MODEL_FILE
+    parity: dict[str, float]
+    tensorrt: TensorRTInfo
+    explain: dict[str, str] = {}
+    provenance: Provenance
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A verified bundle on disk."""
+
+    root: Path
+    manifest: Manifest
+
+    def path(self, name: str) -> Path:
+        """Absolute path of a file listed in the manifest."""
+        return self.root / name
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_entries(root: Path, names: list[str]) -> dict[str, FileEntry]:
+    """Manifest ``files`` entries for ``names`` relative to ``root``."""
+    return {n: FileEntry(sha256=sha256_file(root / n), bytes=(root / n).stat().st_size) for n in sorted(names)}
+
+
+def write_manifest(root: Path, manifest: Manifest) -> Path:
+    """Write ``manifest.json`` (atomically: a station may be watching the folder)."""
+    tmp = root / (MANIFEST + ".tmp")
+    tmp.write_text(manifest.model_dump_json(indent=2))
+    tmp.replace(root / MANIFEST)
+    return root / MANIFEST
+
+
+def load_bundle(root: str | Path, *, verify_hashes: bool = True) -> Bundle:
+    """Read and verify a bundle; raise :class:`BundleError` that says what is wrong.
+
+    Checks, in order: the manifest exists and parses, its schema version is the
+    one this station speaks, every listed file exists, and (unless
+    ``verify_hashes=False``) every file's sha256 matches.
+    """
+    root = Path(root)
+    mpath = root / MANIFEST
+    if not mpath.is_file():
+        raise BundleError(f"{root}: no {MANIFEST}; is this an engine bundle? Export one with `lineguard export`")
+    try:
+        raw = json.loads(mpath.read_text())
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{mpath}: not valid JSON ({exc}); re-export the bundle") from None
+    version = raw.get("schema_version") if isinstance(raw, dict) else None
+    if version != SCHEMA_VERSION:
+        raise BundleError(
+            f"{mpath}: schema_version {version!r}, this station reads schema {SCHEMA_VERSION}; "
+            "re-export the bundle with a matching lineguard, or upgrade the station"
+        )
+    try:
+        manifest = Manifest.model_validate(raw)
+    except ValidationError as exc:
+        raise BundleError(f"{mpath}: {error_lines(exc, model=Manifest)[0]}; re-export the bundle") from None
+    for role, name in (("model_file", manifest.model_file), ("tensorrt.file", manifest.tensorrt.file)):
+        if name is not None and name not in manifest.files:
+            raise BundleError(f"{mpath}: {role} {name!r} is not listed under 'files' (unverifiable); re-export")
+    for name, entry in manifest.files.items():
+        fpath = root / name
+        if not fpath.is_file():
+            raise BundleError(f"{fpath}: listed in the manifest but missing; copy the whole bundle folder")
+        if verify_hashes and sha256_file(fpath) != entry.sha256:
+            raise BundleError(
+                f"{fpath}: sha256 does not match the manifest (corrupt or modified); "
+                "re-copy or re-export the bundle"
+            )
+    return Bundle(root=root, manifest=manifest)

@@ -1,0 +1,79 @@
+"""Evidence images encrypted at rest: AES-256-GCM, one random nonce per file, bound to station and file name.
+
+>>> import tempfile, pathlib
+>>> d = pathlib.Path(tempfile.mkdtemp())
+>>> vault = ImageVault(load_key(generate_key(d / "k.key")), "st1", d)
+>>> n = vault.write("a.bin", b"png bytes")
+>>> vault.read("a.bin")
+b'png bytes'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from pathlib import Path
+
+from serving.errors import ConfigError
+
+
+def generate_key(path: str | Path) -> Path:
+    """Write a new random 256-bit key (hex) readable only by its owner."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_hex(32) + "\n")
+    return path
+
+
+def load_key(path: str | Path) -> bytes:
+    """Read a 32-byte key (64 hex characters); :class:`ConfigError` says how to make one."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"evidence.key_file {path}: not found; create one with `lineguard-station gen-key {path}` "
+                          "and keep a copy off the station (without it the evidence cannot be read)")
+    text = path.read_text().strip()
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        raise ConfigError(f"evidence.key_file {path}: not a hex key; regenerate with `lineguard-station gen-key`") from None
+    if len(key) != 32:
+        raise ConfigError(f"evidence.key_file {path}: {len(key)} bytes, AES-256-GCM needs 32")
+    return key
+
+
+def key_fingerprint(key: bytes) -> str:
+    """A short public name of a key (sha256 of it): tells two keys apart without revealing either."""
+    return hashlib.sha256(b"lineguard-evidence-key:" + key).hexdigest()[:16]
+
+
+class ImageVault:
+    """Encrypted image files in one folder; each written to a temporary, fsynced, then renamed."""
+
+    def __init__(self, key: bytes, station_id: str, folder: Path) -> None:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        self.aead, self.station_id, self.folder = AESGCM(key), station_id, folder
+        self.fingerprint = key_fingerprint(key)
+
+    def _aad(self, name: str) -> bytes:
+        return f"{self.station_id}/{name}".encode()
+
+    def write(self, name: str, data: bytes) -> int:
+        """Encrypt ``data`` to ``folder/name``; return the bytes written."""
+        nonce = secrets.token_bytes(12)
+        blob = nonce + self.aead.encrypt(nonce, data, self._aad(name))
+        tmp = self.folder / (name + ".tmp")
+        with open(tmp, "wb") as fh:
+            fh.write(blob)
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(self.folder / name)
+        return len(blob)
+
+    def read(self, name: str) -> bytes:
+        """Decrypt ``folder/name``; raises if the file was altered or written under another key."""
+        blob = (self.folder / name).read_bytes()
+        return self.aead.decrypt(blob[:12], blob[12:], self._aad(name))

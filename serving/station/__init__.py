@@ -1,0 +1,1 @@
+"""The station: the orchestrator over engine, gate, line I/O and evidence, plus its audit log and metrics."""
