@@ -16,7 +16,7 @@ trap 'kill $PLC_PID 2>/dev/null || true' EXIT
 for _ in $(seq 50); do grep -q listening station-data/plc-sim.log 2>/dev/null && break; sleep 0.1; done
 .venv/bin/lineguard-station run --config station.example.yaml --max-frames "${FRAMES:-40}" --exit-when-done "$@"
 .venv/bin/python - <<'PY'
-from serving.plcsim import read_edges
+from serving.lineio.plcsim import read_edges
 edges = read_edges("station-data/plc-edges.jsonl")
 on = [e for e in edges if e["kind"] == "coil" and e["address"] == 0 and e["values"][0]]
 res = [e for e in edges if e["kind"] == "hr" and e["address"] == 0]

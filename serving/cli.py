@@ -55,48 +55,80 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import signal
     import threading
 
     from serving.config import load_config
 
     cfg = load_config(args.config)  # every config error ends here, before anything starts
+    _apply_overrides(cfg, args)
     from serving.station.runtime import Station
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stdout)
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
-    if args.max_frames:
-        cfg.max_frames = args.max_frames
+    stop = threading.Event()
+    reason = {"why": "finished"}
+
+    def on_signal(signum, _frame) -> None:
+        reason["why"] = signal.Signals(signum).name
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
     station = Station(cfg, started_ns=PROCESS_START_NS)
     server = None
-    if not args.no_api:
-        import uvicorn
-
-        from serving.api import create_app
-
-        server = uvicorn.Server(uvicorn.Config(create_app(station), host=cfg.api.host, port=cfg.api.port,
-                                               log_level="warning"))
-        threading.Thread(target=server.run, name="api", daemon=True).start()
-        print(f"operator page: http://{cfg.api.host}:{cfg.api.port}/", flush=True)
-    station.start()
     try:
-        while not station.wait(0.5):
+        if not args.no_api:
+            import uvicorn
+
+            from serving.api import create_app
+
+            server = uvicorn.Server(uvicorn.Config(create_app(station), host=cfg.api.host, port=cfg.api.port,
+                                                   log_level="warning"))
+            threading.Thread(target=server.run, name="api", daemon=True).start()
+            print(f"operator page: http://{cfg.api.host}:{cfg.api.port}/", flush=True)
+        station.start()
+        while not stop.is_set() and not station.wait(0.2):
             pass
-        st = station.state
-        print(f"done: {st.frames} parts, {st.counts.get('PASS', 0)} PASS, {st.counts.get('FAIL', 0)} FAIL; "
-              f"reject pulses {station.actuator.counts['pulses']}, late {station.actuator.counts['late']}, "
-              f"actuator errors {station.actuator.counts['errors']}; dropped frames {station.source.dropped}; "
-              f"first verdict {st.first_verdict_ms:.0f} ms after process start", flush=True)
-        if not args.exit_when_done and server is not None:
-            print("replay finished; the operator page stays up (Ctrl-C to stop)", flush=True)
-            while True:
-                time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
+        if not stop.is_set():
+            _summary(station)
+            if not args.exit_when_done and server is not None:
+                print("replay finished; the operator page stays up (Ctrl-C or SIGTERM to stop)", flush=True)
+                stop.wait()
+    except BaseException as exc:
+        reason["why"] = f"fatal error: {type(exc).__name__}: {exc}"
+        raise
     finally:
-        station.stop()
+        # outputs to their safe state on every way out: the end, a signal, or a crash
+        pending = station.stop(reason["why"])
+        print(f"station stopped ({reason['why']}); reject output off"
+              + (f"; {len(pending)} reject pulse(s) not fired: parts {pending}" if pending else ""), flush=True)
         if server is not None:
             server.should_exit = True
     return 0
+
+
+def _summary(station) -> None:
+    st, c = station.state, station.actuator.counts
+    print(f"done: {st.frames} parts, {st.counts.get('PASS', 0)} PASS, {st.counts.get('FAIL', 0)} FAIL; "
+          f"reject pulses {c['pulses']}, late {c['late']}, missed {c['missed']}, actuator errors {c['errors']}; "
+          f"dropped frames {station.source.dropped}; first verdict {st.first_verdict_ms:.0f} ms after process start",
+          flush=True)
+
+
+def _apply_overrides(cfg, args: argparse.Namespace) -> None:
+    """Flags and environment beat the file: ports and paths change per machine, not per config."""
+    import os
+
+    if args.max_frames:
+        cfg.max_frames = args.max_frames
+    port = args.api_port or os.environ.get("LINEGUARD_API_PORT")
+    if port:
+        cfg.api.port = int(port)
+    plc = args.plc or os.environ.get("LINEGUARD_PLC")
+    if plc:
+        host, _, p = plc.rpartition(":")
+        cfg.actuator.modbus.host, cfg.actuator.modbus.port = host or cfg.actuator.modbus.host, int(p)
 
 
 def _gen_key(args: argparse.Namespace) -> int:
@@ -136,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-api", action="store_true", help="no operator page / API")
     s.add_argument("--max-frames", type=int, help="stop after this many parts")
     s.add_argument("--exit-when-done", action="store_true", help="exit when a replay ends")
+    s.add_argument("--api-port", type=int, help="operator page / API port (or LINEGUARD_API_PORT)")
+    s.add_argument("--plc", help="PLC address host:port (or LINEGUARD_PLC), overriding actuator.modbus")
     s.set_defaults(func=_run)
     k = sub.add_parser("gen-key", help="create an AES-256 key file for the evidence buffer")
     k.add_argument("path")

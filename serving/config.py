@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from serving.errors import ConfigError
 from serving.evidence.config import EvidenceConfig
 from serving.gate.rules import GateRules
 from serving.lineio.actuation.config import ActuatorConfig
 from serving.lineio.config import SourceConfig
-from serving.strict import StrictModel, describe_errors
+from serving.strict import StrictModel, describe_errors, field_error
 
 
 class UserConfig(StrictModel):
@@ -40,6 +40,8 @@ class ApiConfig(StrictModel):
     users: dict[str, UserConfig] = {}
     session_hours: float = Field(12.0, gt=0)
     audit_log: str = "station-data/audit.jsonl"
+    device_keys: str = Field("station-data/device-keys.json", description="hashed per-device API keys (HTTP "
+                                                                          "trigger), managed by engineers")
     review_size: int = Field(5, ge=3, le=5)
 
 
@@ -55,6 +57,21 @@ class StationConfig(StrictModel):
     evidence: EvidenceConfig = EvidenceConfig()
     api: ApiConfig = ApiConfig()
     max_frames: int | None = Field(None, ge=1, description="stop after this many frames (replay, tests)")
+
+    @model_validator(mode="after")
+    def _timing_holds(self) -> "StationConfig":
+        a, s = self.actuator, self.source
+        if a.kind != "none" and a.pulse_owner == "station" and a.delay_mode == "time" and \
+                self.gate.deadline_ms > a.delay_ms - a.start_tolerance_ms:
+            raise field_error("gate", f"gate.deadline_ms ({self.gate.deadline_ms:g}) must be at most actuator.delay_ms "
+                                      f"({a.delay_ms:g}) minus start_tolerance_ms ({a.start_tolerance_ms:g}): a decision "
+                                      "accepted in time must still be in time for its reject pulse",
+                              self.gate.deadline_ms)
+        if s.trigger == "modbus_counter" and (a.kind != "modbus" or a.modbus.hr_trigger_count is None or
+                                              a.modbus.hr_plc_clock is None):
+            raise field_error("source", "trigger modbus_counter needs actuator.kind modbus with modbus.hr_trigger_count "
+                                        "and modbus.hr_plc_clock", s.trigger)
+        return self
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -106,6 +123,7 @@ def parse_config(data: dict, *, source: str = "config", base: Path | None = None
         cfg.evidence.key_file = rel(cfg.evidence.key_file)
         cfg.evidence.sync_url = rel(cfg.evidence.sync_url)
         cfg.api.audit_log = rel(cfg.api.audit_log)
+        cfg.api.device_keys = rel(cfg.api.device_keys)
     return cfg
 
 

@@ -18,12 +18,19 @@ source.rate: unknown field; allowed: rate_hz
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 
 class StrictModel(BaseModel):
     """Base of every typed config: unknown fields and non-finite numbers are errors."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
+
+
+def field_error(field: str, message: str, value) -> ValidationError:
+    """A validation error located at ``field``, for cross-field checks: the message names the field to fix."""
+    return ValidationError.from_exception_data("config", [InitErrorDetails(
+        type=PydanticCustomError("value_error", "Value error, {m}", {"m": message}), loc=(field,), input=value)])
 
 
 def _allowed_fields(model: type[BaseModel] | None, loc: tuple) -> list[str]:

@@ -51,12 +51,12 @@ def station_config(tmp: Path, bundle: Path, images: Path, **sections):
         "station_id": "test-line",
         "bundle": str(bundle),
         "source": {"kind": "replay", "path": str(images), "rate_hz": 20},
-        "gate": {"min_area_px": 0},
+        "gate": {"min_area_px": 0, "deadline_ms": 140},
         "actuator": {"kind": "none", "delay_ms": 150, "pulse_ms": 20},
         "evidence": {"dir": str(tmp / "evidence"), "key_file": str(key), "pass_sample_rate": 1.0},
         "api": {"users": {"olga": {"role": "operator", "password_hash": hash_password("op-pass", 1000)},
                           "eddie": {"role": "engineer", "password_hash": hash_password("eng-pass", 1000)}},
-                "audit_log": str(tmp / "audit.jsonl")},
+                "audit_log": str(tmp / "audit.jsonl"), "device_keys": str(tmp / "device-keys.json")},
     }
     for name, value in sections.items():
         if isinstance(value, dict) and isinstance(data.get(name), dict):

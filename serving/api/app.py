@@ -7,7 +7,10 @@
     GET  /api/evidence/{id}/{crop|overlay}.png   decrypted evidence image
     GET  /api/review            3-5 suspects (borderline and novel scores) awaiting review
     POST /api/review/{id}       {disposition: false_alarm|defect, class_name}   (operator+)
-    POST /api/trigger           capture trigger for `source.trigger: http`       (operator+)
+    POST /api/trigger           capture trigger for `source.trigger: http`  (operator+, or X-Device-Key)
+    POST /api/alarms/{name}/ack acknowledge an alarm (audited)                   (operator+)
+    POST /api/stop-line/reset   release the stop-line output (audited)           (operator+)
+    GET/POST/DELETE /api/device-keys[/{name}]   trigger-only device keys         (engineer)
     GET  /api/gate              the rules in force
     PUT  /api/gate              change gate settings                             (engineer)
     GET  /api/bundle            the running bundle's manifest
@@ -25,10 +28,11 @@ from fastapi.responses import JSONResponse
 
 from serving.api.auth import Sessions
 from serving.api.deps import authenticate
-from serving.api.routes import audit, bundle, evidence, gate, login, ops, review, state, trigger
+from serving.api.device_keys import DeviceKeys
+from serving.api.routes import alarms, audit, bundle, devices, evidence, gate, login, ops, review, state, trigger
 from serving.strict import error_lines
 
-ROUTERS = (ops, login, state, evidence, review, gate, bundle, audit, trigger)
+ROUTERS = (ops, login, state, alarms, evidence, review, gate, bundle, audit, trigger, devices)
 
 
 def create_app(station) -> FastAPI:
@@ -37,6 +41,7 @@ def create_app(station) -> FastAPI:
                   dependencies=[Depends(authenticate)])
     app.state.station = station
     app.state.sessions = Sessions(station.cfg.api.session_hours)
+    app.state.device_keys = DeviceKeys(station.cfg.api.device_keys)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -67,12 +67,15 @@ class PartView(BaseModel):
 
 
 class AlarmView(BaseModel):
-    """One active alarm."""
+    """One alarm on the page: a state alarm lasts while its cause does, an event alarm until acknowledged."""
 
     name: str
     message: str
     level: str
     count: int
+    kind: str
+    since: float
+    acked_by: str | None
 
 
 class StateResponse(BaseModel):
@@ -90,6 +93,11 @@ class StateResponse(BaseModel):
     late: int
     actuation: dict[str, int]
     plc_connected: bool
+    plc_state: int
+    heartbeat: int
+    ack_latency_ms: float | None
+    stop_line: bool
+    unseen: int
     online: bool
     running: bool
     finished: bool

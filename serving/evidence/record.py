@@ -29,12 +29,15 @@ RECORD_VERSION = 2  #: bump with every field added; the store's migrations add t
 
 
 class ActuationOutcome(StrictModel):
-    """What the actuator did with the part's verdict."""
+    """What the actuator did with the part's verdict, and -- once it ran -- how its reject pulse really went."""
 
     scheduled: bool = False
     late: bool = False
     pulse_at_ns: int | None = None
     note: str = ""
+    pulse_ok: bool | None = Field(None, description="None until the pulse ran; False if late, short or missed")
+    start_error_ms: float | None = None
+    width_ms: float | None = None
 
 
 class InspectionRecord(StrictModel):

@@ -26,7 +26,7 @@ from serving.evidence.config import EvidenceConfig
 from serving.evidence.crypto import ImageVault, load_key
 from serving.evidence.migrations import migrate
 from serving.evidence.pending import PendingRecords
-from serving.evidence.record import InspectionRecord, columns, to_row
+from serving.evidence.record import ActuationOutcome, InspectionRecord, columns, to_row
 
 DB_FILE = "evidence.db"
 
@@ -128,6 +128,13 @@ class EvidenceStore:
             cur = self.db.execute(
                 "UPDATE frames SET disposition=?, disposition_class=?, disposition_user=?, disposition_time=?, synced=0"
                 " WHERE id=?", (disposition, class_name, user, time.time(), rid))
+        return cur.rowcount == 1
+
+    def update_actuation(self, boot_id: str, seq: int, outcome: ActuationOutcome) -> bool:
+        """Replace a part's actuation outcome once its pulse has run (it is synced again)."""
+        with self._lock:
+            cur = self.db.execute("UPDATE frames SET actuation=?, synced=0 WHERE boot_id=? AND seq=?",
+                                  (outcome.model_dump_json(), boot_id, seq))
         return cur.rowcount == 1
 
     # ------------------------------------------------------------------ read

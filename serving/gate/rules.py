@@ -16,9 +16,8 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
-from serving.strict import StrictModel
+from serving.strict import StrictModel, field_error
 
 ERROR_KINDS = ("corrupt_frame", "wrong_frame", "engine_error", "deadline_missed", "missing_frame")
 
@@ -48,12 +47,6 @@ class SopRule(StrictModel):
         return self
 
 
-def _field_error(field: str, message: str, value) -> ValidationError:
-    """A validation error located at ``field`` (so the message names the field the person must fix)."""
-    return ValidationError.from_exception_data("GateRules", [InitErrorDetails(
-        type=PydanticCustomError("value_error", "Value error, {m}", {"m": message}), loc=(field,), input=value)])
-
-
 class GateRules(StrictModel):
     """Everything the gate decides by. Thresholds left ``None`` come from the bundle's calibration."""
 
@@ -81,15 +74,15 @@ class GateRules(StrictModel):
     @model_validator(mode="after")
     def _consistent(self) -> "GateRules":
         if self.persistence_n > self.persistence_m:
-            raise _field_error("persistence_n", f"persistence_n ({self.persistence_n}) cannot exceed persistence_m "
+            raise field_error("persistence_n", f"persistence_n ({self.persistence_n}) cannot exceed persistence_m "
                                                 f"({self.persistence_m}): a part needs N anomalous frames out of the last M",
                                {"persistence_n": self.persistence_n, "persistence_m": self.persistence_m})
         if self.min_area_mm2 is not None and self.px_per_mm is None:
-            raise _field_error("px_per_mm", "min_area_mm2 needs px_per_mm (the camera's scale) to convert to pixels",
+            raise field_error("px_per_mm", "min_area_mm2 needs px_per_mm (the camera's scale) to convert to pixels",
                                self.px_per_mm)
         names = [s.name for s in self.sop]
         if len(set(names)) != len(names):
-            raise _field_error("sop", f"SOP rule names must be unique; got {names}", names)
+            raise field_error("sop", f"SOP rule names must be unique; got {names}", names)
         return self
 
     @property

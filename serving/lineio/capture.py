@@ -1,7 +1,10 @@
-"""The capture thread: trigger -> timestamp -> grab -> :class:`Frame`, into a bounded queue.
+"""The capture thread: trigger -> timestamp -> the camera's frame for it -> :class:`Frame`, into a bounded queue.
 
-A full queue drops the oldest frame's image and counts it; the part itself is not lost: it
-still gets a (fail-safe) verdict.
+When every trigger is a part (PLC, HTTP or GPIO triggers; replays) every part gets exactly one
+verdict: a trigger with no fresh frame becomes a ``missing_frame`` part (fail-safe), and a full
+queue drops the oldest *image*, never the part. A live camera in free-run has no parts, only
+moments: a moment without a fresh frame, or dropped because inspection fell behind, is *unseen*
+-- counted, alarmed, and handed to ``on_unseen`` (the station stops the line if configured so).
 
 >>> src = FrameSource(ReplayCamera("data/elpv/test"), FreeRunTrigger(10.0))  # doctest: +SKIP
 """
@@ -12,8 +15,9 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 
-from serving.lineio.frames import EndOfStream, Frame
+from serving.lineio.frames import EndOfStream, Frame, Shot
 from serving.lineio.triggers import FreeRunTrigger
 
 log = logging.getLogger("lineguard.capture")
@@ -22,14 +26,20 @@ log = logging.getLogger("lineguard.capture")
 class FrameSource:
     """Capture thread + bounded queue: trigger -> timestamp -> grab -> Frame."""
 
-    def __init__(self, camera, trigger, queue_size: int = 4, max_frames: int | None = None) -> None:
+    def __init__(self, camera, trigger, queue_size: int = 4, max_frames: int | None = None, *,
+                 every_trigger_is_a_part: bool = True, first_seq: int = 1,
+                 on_unseen: Callable[[str], None] | None = None) -> None:
         self.camera, self.trigger = camera, trigger
         self.q: queue.Queue[Frame | None] = queue.Queue(maxsize=queue_size)
         self.max_frames = max_frames
+        self.parts = every_trigger_is_a_part
+        self.on_unseen = on_unseen
         self.dropped = 0
+        self.unseen = 0
         self.missed: list[Frame] = []
         self._missed_lock = threading.RLock()
-        self.seq = 0
+        self.seq = first_seq - 1
+        self._first = first_seq
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
 
@@ -39,15 +49,20 @@ class FrameSource:
         return self.trigger.late if isinstance(self.trigger, FreeRunTrigger) else 0
 
     def start(self) -> "FrameSource":
-        """Start capturing."""
+        """Start the camera and the capture thread."""
+        self.camera.start()
         self._thread.start()
         return self
 
     def stop(self) -> None:
         """Stop capturing (the consumer then sees end of stream)."""
         self._stop.set()
-        if hasattr(self.camera, "stop"):
-            self.camera.stop()
+        self.camera.stop()
+
+    def _unseen(self, why: str) -> None:
+        self.unseen += 1
+        if self.on_unseen is not None:
+            self.on_unseen(why)
 
     def _put(self, item: Frame | None) -> None:
         while True:
@@ -59,7 +74,10 @@ class FrameSource:
                     old = self.q.get_nowait()
                 except queue.Empty:
                     continue
-                if old is not None:
+                if old is not None and not self.parts:
+                    self.dropped += 1
+                    self._unseen("inspection fell behind the camera")
+                elif old is not None:
                     # the image is dropped, the part is not: it still gets a (fail-safe) verdict
                     self.dropped += 1
                     with self._missed_lock:
@@ -69,19 +87,25 @@ class FrameSource:
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
-                if self.max_frames is not None and self.seq >= self.max_frames:
+                if self.max_frames is not None and self.seq - self._first + 1 >= self.max_frames:
                     break
-                t = self.trigger.wait(self._stop)
-                if t is None:
+                tick = self.trigger.wait(self._stop)
+                if tick is None:
                     break
-                try:
-                    img, name, err, detail = self.camera.grab()
-                except EndOfStream:
-                    break
-                except Exception as exc:  # noqa: BLE001 - the part was triggered: it gets a fail-safe verdict
-                    img, name, err, detail = None, "capture", "missing_frame", f"{type(exc).__name__}: {exc}"
+                if tick.lost:
+                    shot = Shot(None, "trigger", "missing_frame", tick.lost, time.monotonic_ns())
+                else:
+                    try:
+                        shot = self.camera.take(tick.t_ns)
+                    except EndOfStream:
+                        break
+                    except Exception as exc:  # noqa: BLE001 - the part was triggered: it gets a fail-safe verdict
+                        shot = Shot(None, "capture", "missing_frame", f"{type(exc).__name__}: {exc}", time.monotonic_ns())
+                if not self.parts and shot.error == "missing_frame":
+                    self._unseen(shot.detail)  # free-run: no part was asked for, none is invented
+                    continue
                 self.seq += 1
-                self._put(Frame(self.seq, t, time.monotonic_ns(), img, name, err, detail))
+                self._put(Frame(self.seq, tick.t_ns, shot.t_capture_ns, shot.image, shot.name, shot.error, shot.detail))
         except Exception:  # noqa: BLE001 - the capture thread must end the stream, not hang it
             log.exception("capture thread failed")
         finally:

@@ -9,19 +9,32 @@ from pydantic import Field, model_validator
 from serving.strict import StrictModel
 
 
+class GpioTriggerConfig(StrictModel):
+    """A hardware trigger input (libgpiod v2)."""
+
+    chip: str = "gpiochip0"
+    line: int = Field(27, ge=0)
+    edge: Literal["rising", "falling"] = "rising"
+
+
 class SourceConfig(StrictModel):
-    """Where frames come from. ``replay`` (a folder or video) is the embedded default."""
+    """Where frames come from, and what triggers a capture. ``replay`` (a folder or video) is the embedded default."""
 
     kind: Literal["replay", "opencv"] = "replay"
     path: str | None = Field(None, description="replay: image folder or video file")
     rate_hz: float = Field(10.0, gt=0, description="replay / free-run frame rate")
     loop: bool = False
     device: str | int | None = Field(None, description="opencv: camera index, RTSP/HTTP URL or file")
-    trigger: Literal["free_run", "modbus", "http"] = "free_run"
-    trigger_coil: int = Field(4, ge=0, le=65535, description="modbus trigger: coil the PLC sets to request a capture")
-    trigger_poll_ms: float = Field(1.0, gt=0)
-    reconnect_initial_s: float = Field(0.5, gt=0)
-    reconnect_max_s: float = Field(10.0, gt=0)
+    trigger: Literal["free_run", "modbus", "modbus_counter", "http", "gpio"] = "free_run"
+    trigger_poll_ms: float = Field(1.0, gt=0, le=100, description="modbus (coil) trigger, client mode: poll period; "
+                                                                  "the trigger time is uncertain by half of it")
+    gpio_trigger: GpioTriggerConfig = GpioTriggerConfig()
+    open_timeout_s: float = Field(3.0, gt=0, le=60, description="opencv: opening a stream never takes longer")
+    read_timeout_s: float = Field(1.0, gt=0, le=60, description="opencv: one read never blocks longer")
+    watchdog_s: float = Field(1.0, gt=0, le=60, description="opencv: no new frame for this long raises the camera alarm")
+    max_frame_age_ms: float = Field(250.0, gt=0, le=10_000, description="opencv: a frame further than this from its "
+                                                                        "trigger is never inspected as that part's")
+    reconnect_max_s: float = Field(2.0, gt=0, le=60)
     queue_size: int = Field(4, ge=1, description="frames waiting beyond this are dropped and counted")
 
     @model_validator(mode="after")

@@ -20,5 +20,24 @@ class Frame:
     error_detail: str = ""
 
 
+@dataclass(frozen=True)
+class Shot:
+    """What a camera returns for one trigger: the image (RGB) or why there is none, and when it was captured."""
+
+    image: np.ndarray | None
+    name: str
+    error: str | None
+    detail: str
+    t_capture_ns: int
+
+
+@dataclass(frozen=True)
+class Tick:
+    """One trigger: its time (monotonic ns); ``lost`` says why a trigger's part cannot be seen (e.g. missed)."""
+
+    t_ns: int
+    lost: str | None = None
+
+
 class EndOfStream(Exception):
     """The replay has no more frames."""

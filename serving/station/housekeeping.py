@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from serving.alarms import Alarms
 from serving.evidence.config import EvidenceConfig
@@ -24,8 +25,9 @@ log = logging.getLogger("lineguard.station")
 class Housekeeper:
     """Retention, retries of queued records, sync when due; ``online`` says whether the last sync reached its target."""
 
-    def __init__(self, evidence: EvidenceStore, cfg: EvidenceConfig, alarms: Alarms, metrics: StationMetrics) -> None:
-        self.evidence, self.cfg, self.alarms, self.metrics = evidence, cfg, alarms, metrics
+    def __init__(self, evidence: EvidenceStore, cfg: EvidenceConfig, alarms: Alarms, metrics: StationMetrics,
+                 also: Callable[[], None] | None = None) -> None:
+        self.evidence, self.cfg, self.alarms, self.metrics, self.also = evidence, cfg, alarms, metrics, also
         self.online = False
         self._next_sync = 0.0
         self._stop = threading.Event()
@@ -37,10 +39,12 @@ class Housekeeper:
         return self
 
     def stop(self) -> None:
-        """Stop the worker (it finishes the round it is in)."""
+        """Stop the worker (it finishes the round it is in, and one last round records what is left)."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(5)
+            if self.also is not None:
+                self.also()
 
     def _run(self) -> None:
         while not self._stop.wait(1.0):
@@ -53,6 +57,8 @@ class Housekeeper:
         """One pass: flush queued records, apply retention and quota, sync when due, update metrics."""
         ev, m = self.evidence, self.metrics
         ev.flush_pending()
+        if self.also is not None:
+            self.also()
         enforce_limits(ev)
         if self.cfg.sync_url and time.monotonic() >= self._next_sync:
             self._next_sync = time.monotonic() + self.cfg.sync_interval_s

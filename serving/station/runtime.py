@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 
 import cv2
@@ -30,6 +31,7 @@ from serving.evidence.record import ActuationOutcome, InspectionRecord
 from serving.evidence.store import EvidenceStore
 from serving.gate import GateRules, History
 from serving.lineio.actuation import make_backend
+from serving.lineio.actuation.modbus_map import STATE_ALARM, STATE_NOT_INSPECTING, STATE_RUNNING, STATE_STOPPED
 from serving.lineio.actuation.scheduler import Actuator
 from serving.lineio.capture import FrameSource
 from serving.lineio.frames import Frame
@@ -68,11 +70,14 @@ class Station:
         self.evidence = EvidenceStore(cfg.evidence, self.alarms, cfg.station_id)
         self.metrics.buffer_quota.set(cfg.evidence.quota_mb * 1024 * 1024)
         self.audit = AuditLog(cfg.api.audit_log)
-        self.actuator = Actuator(make_backend(cfg.actuator), cfg.actuator, self.alarms, self.metrics)
-        self.source, self.http_trigger = make_source(cfg, self.alarms)
+        self.actuator = Actuator(make_backend(cfg.actuator), cfg.actuator, self.alarms, self.metrics,
+                                 state=self.plc_state, on_pulse=self._on_pulse)
+        first_seq = (self.evidence.scalar("SELECT COALESCE(MAX(seq), 0) FROM frames") or 0) + 1
+        self.source, self.http_trigger = make_source(cfg, self.alarms, self.actuator, first_seq, self._on_unseen)
         self.history = History(cfg.gate.persistence_m)
         self.state = LiveState(started_ns=started_ns or time.monotonic_ns())
-        self.housekeeper = Housekeeper(self.evidence, cfg.evidence, self.alarms, self.metrics)
+        self._pulse_reports: deque = deque()
+        self.housekeeper = Housekeeper(self.evidence, cfg.evidence, self.alarms, self.metrics, self._record_pulses)
         self._lock = threading.Lock()  # what the inspection thread reads per frame
         self._control = threading.Lock()  # serialises engineers' changes (gate, bundle)
         self._stop = threading.Event()
@@ -100,16 +105,51 @@ class Station:
         self._inspector.join(timeout)
         return not self._inspector.is_alive()
 
-    def stop(self) -> None:
-        """Stop capture and inspection; flush the actuator; close the evidence store."""
+    def stop(self, reason: str = "stopped") -> list[int]:
+        """Stop capture and inspection, leave the outputs safe, close the evidence store.
+
+        Returns the parts whose reject pulse had not run yet (logged and audited: check them by hand)."""
         self._stop.set()
+        self.state.running = False
         self.source.stop()
         if self._inspector.is_alive():
             self._inspector.join(5)
+        pending = self.actuator.close()
         self.housekeeper.stop()
-        self.actuator.close()
+        if pending:
+            self.audit.append("station", "pulses_not_fired", {"reason": reason, "parts": pending})
         self.evidence.close()
-        self.state.running = False
+        return pending
+
+    def plc_state(self) -> int:
+        """The station-state register: stopped, running, running with an alarm, or not inspecting."""
+        if not self.state.running:
+            return STATE_STOPPED
+        if self.alarms.is_active("camera") or self.alarms.is_active("inspection"):
+            return STATE_NOT_INSPECTING
+        return STATE_ALARM if any(a.level == "error" for a in self.alarms.active()) else STATE_RUNNING
+
+    def _on_unseen(self, why: str) -> None:
+        self.alarms.event("unseen", f"free-run: moments passed uninspected ({why})")
+        if self.cfg.actuator.late_policy == "stop_line" and not self.actuator.worker.stop_line_latched:
+            self.actuator.stop_line(0, f"camera cannot see the line: {why}")
+
+    def _on_pulse(self, report) -> None:
+        # called on the actuator's thread: never make it wait for the database
+        self._pulse_reports.append(report)
+
+    def _record_pulses(self) -> None:
+        """Write how each finished reject pulse went into its part's record (housekeeping thread)."""
+        while self._pulse_reports:
+            self._record_pulse(self._pulse_reports.popleft())
+
+    def _record_pulse(self, report) -> None:
+        rec = self.evidence.query("boot_id=? AND seq=?", (self.boot_id, report.seq), limit=1)
+        act = rec[0].actuation if rec and rec[0].actuation else ActuationOutcome(scheduled=True)
+        note = "; ".join(n for n in (act.note, report.note) if n)
+        self.evidence.update_actuation(self.boot_id, report.seq, act.model_copy(update={
+            "pulse_ok": not (report.late or report.short or report.missed), "start_error_ms": report.start_error_ms,
+            "width_ms": report.width_ms, "note": note}))
 
     def reload_bundle(self, path: str, user: str) -> str:
         """Verify and swap in a new bundle; on any failure the running one stays. Returns its version."""
@@ -153,7 +193,7 @@ class Station:
         with self._lock:
             self.history.push(decision)
         t = time.monotonic_ns()
-        act = self.actuator.submit(frame.seq, decision.verdict, t0)
+        act = self.actuator.submit(frame.seq, decision.verdict, t0, fail_safe=decision.rule.startswith("fail_safe"))
         now = time.monotonic_ns()
         lat = {"capture": (frame.t_capture_ns - t0) / 1e6, **insp.latency_ms,
                "actuation": (now - t) / 1e6, "total": (now - t0) / 1e6}
@@ -178,7 +218,7 @@ class Station:
     def _fail_safe(self, frame: Frame, detail: str) -> None:
         insp = inspect(self.engine, self.rules, None, error="engine_error", detail=detail)
         try:
-            self.actuator.submit(frame.seq, insp.decision.verdict, frame.t_trigger_ns)
+            self.actuator.submit(frame.seq, insp.decision.verdict, frame.t_trigger_ns, fail_safe=True)
         finally:
             self.evidence.record(InspectionRecord(
                 station_id=self.cfg.station_id, boot_id=self.boot_id, seq=frame.seq, source=frame.name,

@@ -84,3 +84,40 @@ def test_duplicated_yaml_keys_and_syntax_errors_are_one_line_errors(tmp_path):
     cfg.write_text("station_id: a\nsource: [unclosed\n")
     with pytest.raises(ConfigError, match=r"station.yaml: not valid YAML: line 3, column 1"):
         load_config(cfg)
+
+
+DANGEROUS = [
+    ({"actuator": {"delay_ms": 3_600_000}}, "actuator.delay_ms: delay_ms 3.6e+06 is beyond max_delay_ms"),
+    ({"actuator": {"modbus": {"coil_stop_line": 0}}}, "actuator.modbus.coil_stop_line: coil 0 is used by both "
+                                                      "coil_reject and coil_stop_line"),
+    ({"actuator": {"modbus": {"hr_sequence32": 7}}}, "actuator.modbus.hr_sequence32: hr_sequence (0), hr_verdict (1) "
+                                                     "and hr_sequence32 (7, 8) must form one block"),
+    ({"actuator": {"modbus": {"hr_encoder": 5}}}, "actuator.modbus.hr_encoder: register 5 is used by both hr_state"),
+    ({"actuator": {"modbus": {"device_id": 256}}}, "actuator.modbus.device_id: Input should be less than or equal to 255"),
+    ({"gate": {"deadline_ms": 200}, "actuator": {"delay_ms": 150}}, "gate: gate.deadline_ms (200) must be at most "
+                                                                    "actuator.delay_ms (150)"),
+    ({"actuator": {"pulse_owner": "plc", "kind": "gpio"}}, "actuator.pulse_owner: pulse_owner plc needs kind modbus"),
+    ({"source": {"trigger": "modbus_counter"}, "actuator": {"kind": "none"}},
+     "source: trigger modbus_counter needs actuator.kind modbus"),
+]
+
+
+@pytest.mark.parametrize("change, message", DANGEROUS)
+def test_dangerous_configs_are_refused_with_the_field_named(change, message):
+    data = example()
+    for section, values in change.items():
+        node = data.setdefault(section, {})
+        for k, v in values.items():
+            if isinstance(v, dict):
+                node.setdefault(k, {}).update(v)
+            else:
+                node[k] = v
+    with pytest.raises(ConfigError) as err:
+        parse_config(data, source="station.yaml")
+    assert message in str(err.value), str(err.value)
+
+
+def test_unit_id_255_is_accepted():
+    data = example()
+    data["actuator"]["modbus"]["device_id"] = 255
+    assert parse_config(data).actuator.modbus.device_id == 255

@@ -7,7 +7,8 @@ import cv2
 import numpy as np
 
 from serving.alarms import Alarms
-from serving.lineio.cameras import OpenCVCamera, ReplayCamera
+from serving.lineio.cameras import ReplayCamera
+from serving.lineio.live_camera import LiveCamera
 from serving.lineio.capture import FrameSource
 from serving.lineio.triggers import FreeRunTrigger, HttpTrigger
 
@@ -65,22 +66,24 @@ def test_http_trigger_timestamps_on_arrival(tmp_path):
     src.stop()
 
 
-def test_camera_that_is_missing_is_retried_with_backoff_and_recovers(tmp_path):
+def test_a_camera_file_that_appears_later_is_opened_by_the_grabber_without_blocking_anyone(tmp_path):
     video = tmp_path / "cam.avi"
     alarms = Alarms()
-    grabber = OpenCVCamera(str(video), alarms, initial_s=0.05, max_s=0.2)
-    result = {}
-    t = threading.Thread(target=lambda: result.setdefault("frame", grabber.grab()))
-    t.start()
-    time.sleep(0.4)
-    assert alarms.is_active("camera") and grabber.reconnects >= 2 and t.is_alive()  # waiting, not dead
+    cam = LiveCamera(str(video), alarms, watchdog_s=0.2, reconnect_max_s=0.1, max_frame_age_ms=50).start()
+    t = time.monotonic()
+    assert cam.take(time.monotonic_ns()).error == "missing_frame" and time.monotonic() - t < 0.2
+    deadline = time.monotonic() + 3
+    while not alarms.is_active("camera") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert alarms.is_active("camera") and cam.reconnects >= 1
     w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (32, 24))
-    for _ in range(3):
+    for _ in range(30):
         w.write(np.full((24, 32, 3), 128, np.uint8))
     w.release()
-    t.join(5)
-    img, _, err, _ = result["frame"]
-    assert err is None and img.shape == (24, 32, 3) and not alarms.is_active("camera")
-    # end of the file = the camera dropping out: a missing frame and an alarm, then a reconnect
-    errors = [grabber.grab()[2] for _ in range(4)]
-    assert "missing_frame" in errors
+    shot = None
+    while time.monotonic() < deadline + 3:
+        shot = cam.take(time.monotonic_ns())
+        if shot.image is not None:
+            break
+    cam.stop()
+    assert shot.image.shape == (24, 32, 3) and shot.error is None

@@ -38,7 +38,7 @@ def mixed_stream(tmp_path, bundle_dir, test_images):
 def test_images_to_reject_pulses(tmp_path, bundle_dir, test_images, make_config):
     stream, truth = mixed_stream(tmp_path, bundle_dir, test_images)
     with plc_sim(tmp_path) as (port, edges):
-        cfg = make_config(source={"path": str(stream), "rate_hz": 5},
+        cfg = make_config(source={"path": str(stream), "rate_hz": 5}, gate={"min_area_px": 0, "deadline_ms": 110},
                           actuator={"kind": "modbus", "delay_ms": DELAY_MS, "pulse_ms": PULSE_MS,
                                     "modbus": {"port": port}})
         station = Station(cfg).start()
@@ -59,7 +59,7 @@ def test_images_to_reject_pulses(tmp_path, bundle_dir, test_images, make_config)
         assert abs(nearest - expected) / 1e6 < 15, f"part {seq}: pulse {(nearest - expected) / 1e6:.1f} ms off"
     # result registers carry every part's sequence number and verdict code
     results = [e for e in read_edges(edges) if e["kind"] == "hr" and e["address"] == 0]
-    assert [v["values"] for v in results] == [[s, 2 if truth[s] == "defect" else 1] for s in sorted(truth)]
+    assert [v["values"] for v in results] == [[s, 2 if truth[s] == "defect" else 1, 0, s] for s in sorted(truth)]
     for r in records.values():
         assert r.verdict == "PASS" or r.overlay_file
     n_bad = sum(t == "defect" for t in truth.values())
@@ -132,7 +132,7 @@ def test_frame_with_the_wrong_channel_count_fails_safe(make_config):
 
 def test_plc_triggered_capture(tmp_path, make_config):
     with plc_sim(tmp_path, "--trigger-period-ms", "100") as (port, edges):
-        cfg = make_config(max_frames=4, source={"trigger": "modbus", "trigger_coil": 4, "trigger_poll_ms": 2},
+        cfg = make_config(max_frames=4, source={"trigger": "modbus", "trigger_poll_ms": 2},
                           actuator={"kind": "none", "modbus": {"port": port}})
         station = Station(cfg).start()
         assert station.wait(20)

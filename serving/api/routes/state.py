@@ -20,8 +20,11 @@ def state(s: Session = Depends(current_session), st=Depends(station)) -> StateRe
         bundle_version=st.engine.bundle.manifest.bundle_version, threshold=st.rules.image_threshold,
         last=None if last is None else PartView(**last.model_dump(include=set(PartView.model_fields))),
         counts=live.counts, frames=live.frames, dropped=st.source.dropped, late=st.source.late,
-        actuation=st.actuator.counts, plc_connected=st.actuator.connected, online=st.housekeeper.online,
+        actuation=st.actuator.counts, plc_connected=st.actuator.connected, plc_state=st.plc_state(),
+        heartbeat=st.actuator.worker.heartbeat, ack_latency_ms=st.actuator.worker.ack_latency_ms,
+        stop_line=st.actuator.worker.stop_line_latched, unseen=st.source.unseen, online=st.housekeeper.online,
         running=live.running, finished=live.finished,
-        alarms=[AlarmView(name=a.name, message=a.message, level=a.level, count=a.count) for a in st.alarms.active()],
+        alarms=[AlarmView(name=a.name, message=a.message, level=a.level, count=a.count, kind=a.kind, since=a.since,
+                          acked_by=a.acked_by) for a in st.alarms.active()],
         reviewed=st.evidence.reviewed(),
     )

@@ -1,19 +1,20 @@
-"""Actuation: backends behind one interface, and the scheduler that times their writes."""
+"""Actuation: backends behind one interface, the I/O worker that times their writes, and the policy."""
 
 from serving.lineio.actuation.base import ActuatorBackend
-from serving.lineio.actuation.config import ActuatorConfig
+from serving.lineio.actuation.config import ActuatorConfig, ModbusConfig
 from serving.lineio.actuation.gpio import GpioBackend
 from serving.lineio.actuation.modbus import ModbusBackend
+from serving.lineio.actuation.modbus_server import ModbusServerBackend
 from serving.lineio.actuation.null import NullBackend
-
-#: ``actuator.kind`` -> backend class; each takes its own config section
-BACKENDS: dict[str, type[ActuatorBackend]] = {b.kind: b for b in (ModbusBackend, GpioBackend, NullBackend)}
 
 
 def make_backend(cfg: ActuatorConfig) -> ActuatorBackend:
-    """The backend for ``actuator.kind``, built from its own config section."""
-    cls = BACKENDS[cfg.kind]
-    return cls(getattr(cfg, cfg.kind, None))
+    """The backend for ``actuator.kind`` (and ``modbus.mode``), built from its own config section."""
+    if cfg.kind == "modbus":
+        return ModbusServerBackend(cfg.modbus) if cfg.modbus.mode == "server" else ModbusBackend(cfg.modbus)
+    if cfg.kind == "gpio":
+        return GpioBackend(cfg.gpio)
+    return NullBackend()
 
 
-__all__ = ["BACKENDS", "ActuatorBackend", "ActuatorConfig", "make_backend"]
+__all__ = ["ActuatorBackend", "ActuatorConfig", "ModbusConfig", "make_backend"]

@@ -50,16 +50,8 @@ class GpioBackend(ActuatorBackend):
         self._set(on)
 
     def set_stop_line(self, on: bool) -> None:
-        log.warning("stop-line requested; no stop-line GPIO configured")
-
-    def write_result(self, seq: int, code: int) -> None:
-        pass
-
-    def take_ack(self) -> bool:
-        return True
-
-    def read_encoder(self) -> int:
-        raise RuntimeError("GPIO actuator has no encoder input; use delay_mode: time")
+        log.warning("stop-line %s requested; the GPIO actuator has no stop-line output", "ON" if on else "off")
 
     def close(self) -> None:
-        pass
+        if self._set is not None:
+            self._set(False)  # leave the line in its safe state

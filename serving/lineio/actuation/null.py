@@ -10,7 +10,7 @@ log = logging.getLogger("lineguard.actuation")
 
 
 class NullBackend(ActuatorBackend):
-    """Logs only."""
+    """Logs reject and stop-line edges; everything else is a no-op."""
 
     kind = "none"
 
@@ -20,20 +20,11 @@ class NullBackend(ActuatorBackend):
     def connect(self) -> None:
         pass
 
-    def set_reject(self, on: bool) -> None:
-        log.info("reject output %s", "ON" if on else "off")
-
-    def set_stop_line(self, on: bool) -> None:
-        log.warning("stop-line output %s", "ON" if on else "off")
-
-    def write_result(self, seq: int, code: int) -> None:
-        log.info("result seq=%d code=%d", seq, code)
-
-    def take_ack(self) -> bool:
-        return True
-
-    def read_encoder(self) -> int:
-        raise RuntimeError("no encoder on the 'none' actuator; use delay_mode: time")
-
     def close(self) -> None:
         pass
+
+    def set_reject(self, on: bool) -> None:
+        log.debug("reject output %s", "ON" if on else "off")
+
+    def set_stop_line(self, on: bool) -> None:
+        log.warning("stop-line output %s (no actuator configured)", "ON" if on else "off")

@@ -5,7 +5,7 @@ busy-wait for the last stretch, because a thread woken by the OS can be a millis
 
 >>> tl = Timeline()
 >>> tl.push(time.monotonic_ns(), "job")
->>> tl.next_due(lambda job: 0, idle_s=0.01)[1]
+>>> tl.next_due(lambda job: 0, until_ns=time.monotonic_ns() + 10_000_000)[1]
 'job'
 """
 
@@ -48,25 +48,32 @@ class Timeline(Generic[T]):
             self.closed = True
             self._cv.notify_all()
 
-    def next_due(self, lead_ns: Callable[[T], int], idle_s: float) -> tuple[int, T] | None | bool:
-        """The next job at its time minus ``lead_ns(job)``: ``(t_ns, job)``; None after ``idle_s`` with
-        nothing queued; False once closed."""
+    def next_due(self, lead_ns: Callable[[T], int], until_ns: int) -> tuple[int, T] | None | bool:
+        """The next job at its time minus ``lead_ns(job)``: ``(t_ns, job)``; None when ``until_ns`` comes first
+        (the caller's own periodic work is due); False once closed."""
         with self._cv:
-            if not self._heap and not self.closed:
-                self._cv.wait(idle_s)
-            while not self.closed and self._heap:
-                t_ns, _, job = self._heap[0]
-                due = t_ns - lead_ns(job)
-                wait_ns = due - time.monotonic_ns()
-                if wait_ns <= self.SPIN_NS:
-                    heapq.heappop(self._heap)
+            while not self.closed:
+                now = time.monotonic_ns()
+                due = self._heap[0][0] - lead_ns(self._heap[0][2]) if self._heap else None
+                if due is not None and due - now <= self.SPIN_NS:
+                    t_ns, _, job = heapq.heappop(self._heap)
                     break
-                self._cv.wait((wait_ns - self.SPIN_NS) / 1e9)
+                wake = until_ns if due is None else min(until_ns, due - self.SPIN_NS)
+                if wake <= now:
+                    return None
+                self._cv.wait((wake - now) / 1e9)
             else:
-                return False if self.closed else None
+                return False
         while time.monotonic_ns() < due:
             pass
         return t_ns, job
+
+    def drain(self) -> list[T]:
+        """Remove and return every queued job, in time order."""
+        with self._cv:
+            jobs = [job for _, _, job in sorted(self._heap)]
+            self._heap.clear()
+            return jobs
 
     def wait_empty(self, timeout: float) -> bool:
         """Block until nothing is queued (True) or ``timeout`` seconds pass (False)."""
