@@ -37,7 +37,7 @@ def _config(tmp: Path, bundle: str, images: str, port: int, rate: float, frames:
     cfg = {
         "station_id": "bench", "bundle": bundle, "max_frames": frames,
         "source": {"kind": "replay", "path": images, "rate_hz": rate, "loop": True, "queue_size": 2},
-        "gate": {"sop": [{"name": "bench-all-fail", "action": "fail_all"}] if fail_all else [], "deadline_ms": 1000},
+        "gate": {"sop": [{"name": "bench-all-fail", "action": "fail_all"}] if fail_all else [], "deadline_ms": 145},
         "actuator": {"kind": "modbus", "delay_ms": 150, "pulse_ms": 30, "modbus": {"port": port}},
         "evidence": {"dir": str(tmp / f"ev-{rate}-{time.monotonic_ns()}"), "key_file": str(key), "pass_sample_rate": 0.0},
         "api": {"audit_log": str(tmp / "audit.jsonl")},

@@ -43,8 +43,8 @@ class ReplayCamera:
     def stop(self) -> None:
         """Nothing to stop."""
 
-    def take(self, t_trigger_ns: int) -> Shot:
-        """The next frame (raises :class:`EndOfStream` at the end unless looping)."""
+    def take(self, t_trigger_ns: int, nearest: bool = True) -> Shot:
+        """The next frame (raises :class:`EndOfStream` at the end unless looping); a replay has no timing."""
         if self.video is not None:
             ok, frame = self.video.read()
             if not ok:

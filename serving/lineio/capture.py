@@ -96,7 +96,7 @@ class FrameSource:
                     shot = Shot(None, "trigger", "missing_frame", tick.lost, time.monotonic_ns())
                 else:
                     try:
-                        shot = self.camera.take(tick.t_ns)
+                        shot = self.camera.take(tick.t_ns, nearest=self.parts)
                     except EndOfStream:
                         break
                     except Exception as exc:  # noqa: BLE001 - the part was triggered: it gets a fail-safe verdict

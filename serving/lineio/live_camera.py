@@ -134,9 +134,10 @@ class LiveCamera:
         """Seconds since the last frame arrived."""
         return (time.monotonic_ns() - self._last_frame_ns) / 1e9
 
-    def take(self, t_trigger_ns: int) -> Shot:
-        """The not-yet-inspected frame nearest ``t_trigger_ns`` (waiting briefly for one after it), or a
-        ``missing_frame`` shot saying why. Never blocks longer than ``max_frame_age_ms``."""
+    def take(self, t_trigger_ns: int, nearest: bool = True) -> Shot:
+        """The not-yet-inspected frame nearest ``t_trigger_ns`` (a triggered part), or with ``nearest=False`` the
+        first frame after it (free-run: the freshest), or a ``missing_frame`` shot saying why. Waits for a frame
+        after the trigger, but never longer than ``max_frame_age_ms``."""
         deadline = t_trigger_ns + self.max_age_ns
         with self._cv:
             while not self._stop.is_set():
@@ -148,7 +149,11 @@ class LiveCamera:
                     break
                 self._cv.wait(left / 1e9)
             fresh = [f for f in self._frames if f.index > self._taken]
-            best = min(fresh, key=lambda f: abs(f.t_ns - t_trigger_ns)) if fresh else None
+            after = [f for f in fresh if f.t_ns >= t_trigger_ns]
+            if nearest or not after:
+                best = min(fresh, key=lambda f: abs(f.t_ns - t_trigger_ns)) if fresh else None
+            else:
+                best = after[0]
             if best is not None and abs(best.t_ns - t_trigger_ns) <= self.max_age_ns:
                 self._taken = best.index
         name = str(self.device)

@@ -16,28 +16,25 @@ import logging
 import threading
 import time
 import uuid
-from collections import deque
 from dataclasses import dataclass, field
 
-import cv2
-import numpy as np
 
 from serving.alarms import Alarms
 from serving.config import StationConfig
 from serving.engine.anomaly import AnomalyEngine
-from serving.engine.preprocess import Roi, heatmap_overlay
-from serving.errors import ImageError, LineguardError
-from serving.evidence.record import ActuationOutcome, InspectionRecord
+from serving.engine.preprocess import Roi
+from serving.errors import LineguardError
+from serving.evidence.record import InspectionRecord
 from serving.evidence.store import EvidenceStore
 from serving.gate import GateRules, History
 from serving.lineio.actuation import make_backend
 from serving.lineio.actuation.modbus_map import STATE_ALARM, STATE_NOT_INSPECTING, STATE_RUNNING, STATE_STOPPED
 from serving.lineio.actuation.scheduler import Actuator
-from serving.lineio.capture import FrameSource
 from serving.lineio.frames import Frame
 from serving.station.audit import AuditLog
 from serving.station.housekeeping import Housekeeper
 from serving.station.inspect import inspect
+from serving.station.records import PulseRecorder, evidence_images, log_part, record_of
 from serving.station.metrics import StationMetrics
 from serving.station.sources import make_source
 
@@ -56,6 +53,14 @@ class LiveState:
     running: bool = False
     finished: bool = False
 
+    def account(self, rec: InspectionRecord) -> None:
+        """Count one part (callers hold the station's lock)."""
+        self.frames += 1
+        self.counts[rec.verdict] = self.counts.get(rec.verdict, 0) + 1
+        self.last = rec
+        if self.first_verdict_ms is None:
+            self.first_verdict_ms = (time.monotonic_ns() - self.started_ns) / 1e6
+
 
 class Station:
     """A running station built from its config; threads start in :meth:`start`."""
@@ -70,14 +75,14 @@ class Station:
         self.evidence = EvidenceStore(cfg.evidence, self.alarms, cfg.station_id)
         self.metrics.buffer_quota.set(cfg.evidence.quota_mb * 1024 * 1024)
         self.audit = AuditLog(cfg.api.audit_log)
+        self.pulse_records = PulseRecorder(self.evidence, self.boot_id)
         self.actuator = Actuator(make_backend(cfg.actuator), cfg.actuator, self.alarms, self.metrics,
-                                 state=self.plc_state, on_pulse=self._on_pulse)
+                                 state=self.plc_state, on_pulse=self.pulse_records.report)
         first_seq = (self.evidence.scalar("SELECT COALESCE(MAX(seq), 0) FROM frames") or 0) + 1
         self.source, self.http_trigger = make_source(cfg, self.alarms, self.actuator, first_seq, self._on_unseen)
         self.history = History(cfg.gate.persistence_m)
         self.state = LiveState(started_ns=started_ns or time.monotonic_ns())
-        self._pulse_reports: deque = deque()
-        self.housekeeper = Housekeeper(self.evidence, cfg.evidence, self.alarms, self.metrics, self._record_pulses)
+        self.housekeeper = Housekeeper(self.evidence, cfg.evidence, self.alarms, self.metrics, self.pulse_records.flush)
         self._lock = threading.Lock()  # what the inspection thread reads per frame
         self._control = threading.Lock()  # serialises engineers' changes (gate, bundle)
         self._stop = threading.Event()
@@ -131,25 +136,8 @@ class Station:
 
     def _on_unseen(self, why: str) -> None:
         self.alarms.event("unseen", f"free-run: moments passed uninspected ({why})")
-        if self.cfg.actuator.late_policy == "stop_line" and not self.actuator.worker.stop_line_latched:
+        if self.cfg.actuator.late_policy == "stop_line" and not self.actuator.link.stop_line_latched:
             self.actuator.stop_line(0, f"camera cannot see the line: {why}")
-
-    def _on_pulse(self, report) -> None:
-        # called on the actuator's thread: never make it wait for the database
-        self._pulse_reports.append(report)
-
-    def _record_pulses(self) -> None:
-        """Write how each finished reject pulse went into its part's record (housekeeping thread)."""
-        while self._pulse_reports:
-            self._record_pulse(self._pulse_reports.popleft())
-
-    def _record_pulse(self, report) -> None:
-        rec = self.evidence.query("boot_id=? AND seq=?", (self.boot_id, report.seq), limit=1)
-        act = rec[0].actuation if rec and rec[0].actuation else ActuationOutcome(scheduled=True)
-        note = "; ".join(n for n in (act.note, report.note) if n)
-        self.evidence.update_actuation(self.boot_id, report.seq, act.model_copy(update={
-            "pulse_ok": not (report.late or report.short or report.missed), "start_error_ms": report.start_error_ms,
-            "width_ms": report.width_ms, "note": note}))
 
     def reload_bundle(self, path: str, user: str) -> str:
         """Verify and swap in a new bundle; on any failure the running one stays. Returns its version."""
@@ -189,61 +177,34 @@ class Station:
             engine, rules, history = self.engine, self.rules, self.history.window()
         insp = inspect(engine, rules, frame.image, history=history, source=frame.name, error=frame.error,
                        detail=frame.error_detail, t_trigger_ns=t0)
-        decision = insp.decision
         with self._lock:
-            self.history.push(decision)
+            self.history.push(insp.decision)
         t = time.monotonic_ns()
-        act = self.actuator.submit(frame.seq, decision.verdict, t0, fail_safe=decision.rule.startswith("fail_safe"))
+        act = self.actuator.submit(frame.seq, insp.decision.verdict, t0, fail_safe=insp.decision.rule.startswith("fail_safe"))
         now = time.monotonic_ns()
-        lat = {"capture": (frame.t_capture_ns - t0) / 1e6, **insp.latency_ms,
-               "actuation": (now - t) / 1e6, "total": (now - t0) / 1e6}
-        rec = InspectionRecord(
-            station_id=self.cfg.station_id, boot_id=self.boot_id, seq=frame.seq, source=frame.name,
-            wall_time=time.time(), t_trigger_ns=t0, bundle_version=engine.bundle.manifest.bundle_version,
-            score=insp.score, area_px=insp.area_px, verdict=decision.verdict, rule=decision.rule,
-            reasons=list(decision.reasons), latency_ms=lat,
-            actuation=ActuationOutcome(scheduled=act.scheduled, late=act.late, pulse_at_ns=act.pulse_at_ns, note=act.note))
-        crop_png = overlay_png = None
-        if insp.result is not None and (decision.verdict == "FAIL" or self._sample_pass(frame.seq)):
-            try:
-                crop_png = _png(insp.result.crop)
-                overlay_png = _png(heatmap_overlay(insp.result.crop, insp.result.anomaly_map, rules.pixel_threshold))
-            except Exception:  # noqa: BLE001 - never lose the record over its picture
-                log.exception("part %d: evidence images could not be rendered", frame.seq)
-                crop_png = overlay_png = None
-        rec.id = self.evidence.record(rec, crop_png, overlay_png)
-        self._account(rec)
+        lat = {"capture": (frame.t_capture_ns - t0) / 1e6, **insp.latency_ms, "actuation": (now - t) / 1e6,
+               "total": (now - t0) / 1e6}
+        rec = record_of(frame, insp, act, self.cfg.station_id, self.boot_id, engine.bundle.manifest.bundle_version, lat)
+        keep = insp.decision.verdict == "FAIL" or self._sample_pass(frame.seq)
+        rec.id = self.evidence.record(rec, *(evidence_images(insp, rules.pixel_threshold) if keep else (None, None)))
+        self.metrics.count(rec)
+        self.metrics.dropped.set(self.source.dropped)
+        self.metrics.late_frames.set(self.source.late)
+        with self._lock:
+            self.state.account(rec)
+        log_part(rec)
         return rec
 
     def _fail_safe(self, frame: Frame, detail: str) -> None:
         insp = inspect(self.engine, self.rules, None, error="engine_error", detail=detail)
         try:
-            self.actuator.submit(frame.seq, insp.decision.verdict, frame.t_trigger_ns, fail_safe=True)
+            act = self.actuator.submit(frame.seq, insp.decision.verdict, frame.t_trigger_ns, fail_safe=True)
         finally:
-            self.evidence.record(InspectionRecord(
-                station_id=self.cfg.station_id, boot_id=self.boot_id, seq=frame.seq, source=frame.name,
-                wall_time=time.time(), t_trigger_ns=frame.t_trigger_ns, verdict=insp.decision.verdict,
-                rule=insp.decision.rule, reasons=list(insp.decision.reasons)))
+            self.evidence.record(record_of(frame, insp, act, self.cfg.station_id, self.boot_id, "", {}))
 
     def _sample_pass(self, seq: int) -> bool:
         rate = self.cfg.evidence.pass_sample_rate
         return rate > 0 and (seq % max(1, round(1 / rate))) == 0
-
-    def _account(self, rec: InspectionRecord) -> None:
-        self.metrics.count(rec)
-        self.metrics.dropped.set(self.source.dropped)
-        self.metrics.late_frames.set(self.source.late)
-        with self._lock:
-            self.state.frames += 1
-            self.state.counts[rec.verdict] = self.state.counts.get(rec.verdict, 0) + 1
-            self.state.last = rec
-            if self.state.first_verdict_ms is None:
-                self.state.first_verdict_ms = (time.monotonic_ns() - self.state.started_ns) / 1e6
-        act = rec.actuation
-        pulse = "reject pulse scheduled" if act.scheduled else ("LATE: " + act.note if act.late else "no pulse")
-        log.info("part %d %-4s %-22s score=%s area=%s px  %s  (%.1f ms)", rec.seq, rec.verdict, rec.rule,
-                 "n/a" if rec.score is None else f"{rec.score:.3f}",
-                 "n/a" if rec.area_px is None else f"{rec.area_px:.0f}", pulse, rec.latency_ms["total"])
 
     def _inspect_loop(self) -> None:
         while not self._stop.is_set():
@@ -254,14 +215,7 @@ class Station:
                 self.process(frame)
             except Exception as exc:  # noqa: BLE001 - last line of defence: reject the part, record it, go on
                 log.exception("part %s: inspection failed unexpectedly", frame.seq)
-                self.alarms.raise_("inspection", f"part {frame.seq}: unexpected failure; see the log")
+                self.alarms.event("inspection", f"part {frame.seq}: unexpected failure, rejected; see the log")
                 self._fail_safe(frame, f"{type(exc).__name__}: {exc}")
         self.actuator.wait_idle(5.0)
         self.state.finished = True
-
-
-def _png(rgb: np.ndarray) -> bytes:
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[:, :, ::-1]))
-    if not ok:
-        raise ImageError("PNG encoding failed")
-    return buf.tobytes()

@@ -78,7 +78,7 @@ def test_result_ready_and_ack_are_cleared_promptly_after_the_plc_acknowledges(tm
         t_clear = min(t for t in clears if t > t_set)
         assert (t_clear - t_set) / 1e6 < 40
     assert [v for _, v in coil_edges(edges, 2) if v == 0]  # the ack coil is reset by the station too
-    assert act.worker.ack_latency_ms is not None and act.worker.ack_latency_ms < 40
+    assert act.link.ack_latency_ms is not None and act.link.ack_latency_ms < 40
 
 
 def test_a_plc_that_never_acknowledges_raises_the_handshake_alarm_within_the_timeout(tmp_path):
@@ -118,7 +118,7 @@ def test_late_decision_stops_the_line_and_the_stop_line_is_reset_on_request(tmp_
         res = act.submit(7, "FAIL", time.monotonic_ns() - 200_000_000)  # trigger 200 ms ago
         assert res.late and not res.scheduled and "stop_line" in res.note
         assert wait_for(lambda: alarms.is_active("stop_line"))
-        assert alarms.is_active("late_decision") and act.worker.stop_line_latched
+        assert alarms.is_active("late_decision") and act.link.stop_line_latched
         assert coil_edges(edges, 3)[-1][1] == 1 and pulses(edges) == []  # no pulse on a part already gone
         act.reset_stop_line("test")
         assert wait_for(lambda: not alarms.is_active("stop_line"))

@@ -121,3 +121,11 @@ def test_unit_id_255_is_accepted():
     data = example()
     data["actuator"]["modbus"]["device_id"] = 255
     assert parse_config(data).actuator.modbus.device_id == 255
+
+
+def test_the_readme_register_map_is_the_one_the_code_uses():
+    from serving.lineio.actuation.modbus_map import ModbusMap, register_table
+
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("<!-- register-map:")[1].split("-->", 1)[1].split("<!-- /register-map -->")[0].strip()
+    assert table == register_table(ModbusMap(hr_encoder=10, hr_plc_clock=11, hr_trigger_count=12))

@@ -49,8 +49,8 @@ def test_a_slow_station_always_inspects_the_newest_frame(stream, make_config):
     seen = []  # (when taken, barcode index of the frame the station inspected)
     take = station.source.camera.take
 
-    def spy(t_ns):
-        shot = take(t_ns)
+    def spy(t_ns, nearest=True):
+        shot = take(t_ns, nearest)
         if shot.image is not None:
             seen.append((time.monotonic(), read_barcode(shot.image)))
         return shot

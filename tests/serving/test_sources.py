@@ -1,6 +1,5 @@
 """Frame sources: replay pacing and sequence numbers, drops, corrupt frames, camera reconnects."""
 
-import threading
 import time
 
 import cv2

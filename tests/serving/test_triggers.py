@@ -1,7 +1,6 @@
 """Triggers through a real station: PLC coil and PLC counter timestamps against the PLC's own trigger times,
 and the HTTP trigger with a per-device key."""
 
-import time
 
 import numpy as np
 import pytest

@@ -24,7 +24,7 @@ def acknowledge(name: str, s: Session = Depends(require("operator")), st=Depends
 @router.post("/api/stop-line/reset", response_model=Ok)
 def reset_stop_line(s: Session = Depends(require("operator")), st=Depends(station)) -> Ok:
     """Release the stop-line output (after the cause was dealt with at the line)."""
-    if not st.actuator.worker.stop_line_latched:
+    if not st.actuator.link.stop_line_latched:
         raise HTTPException(409, "the stop-line output is not set")
     st.actuator.reset_stop_line(f"reset on the page by {s.user}")
     st.audit.append(s.user, "stop_line_reset", {})

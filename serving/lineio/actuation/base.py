@@ -100,7 +100,14 @@ class EdgeJob:
     on: bool
     intended_ns: int
     deadline_ns: int
-    guard: int | None = None  # PLC-clock time after which the PLC must not hold the output on
+
+
+@dataclass(frozen=True)
+class GuardJob:
+    """The reject command written just before a pulse: the PLC-clock time after which the output must be off."""
+
+    seq: int
+    deadline_clock: int
 
 
 @dataclass(frozen=True)
@@ -122,9 +129,4 @@ class EncoderPulseJob:
     since_ns: int
 
 
-@dataclass(frozen=True)
-class TickJob:
-    """The worker's own periodic duties: heartbeat, ack polling, stop-line read-back."""
-
-
-Job = ResultJob | EdgeJob | StopLineJob | EncoderPulseJob | TickJob
+Job = ResultJob | EdgeJob | GuardJob | StopLineJob | EncoderPulseJob

@@ -23,7 +23,8 @@ class ModbusConfig(ModbusMap):
     heartbeat_ms: float = Field(100.0, ge=10, le=10_000, description="hr_heartbeat is incremented this often")
     ack_timeout_ms: float = Field(500.0, gt=0, description="a result not acknowledged within this raises an alarm")
     ack_poll_ms: float = Field(2.0, gt=0, le=100, description="how often the ack coil is read while a result waits")
-    counter_poll_ms: float = Field(2.0, gt=0, le=100, description="how often encoder / PLC clock are read")
+    counter_poll_ms: float = Field(5.0, gt=0, le=100, description="how often encoder, PLC clock and trigger "
+                                                                  "counter are read (a new trigger is seen this late)")
 
 
 class ActuatorConfig(StrictModel):

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 from serving.alarms import Alarms
 from serving.lineio.actuation import make_backend
-from serving.lineio.actuation.base import (VERDICT_CODES, ActuatorBackend, EdgeJob, EncoderPulseJob, ResultJob,
-                                           StopLineJob)
+from serving.lineio.actuation.base import (VERDICT_CODES, ActuatorBackend, EdgeJob, EncoderPulseJob, GuardJob,
+                                           ResultJob, StopLineJob)
 from serving.lineio.actuation.config import ActuatorConfig
 from serving.lineio.actuation.counters import PlcCounters
 from serving.lineio.actuation.modbus_map import STATE_RUNNING
@@ -31,6 +31,7 @@ from serving.lineio.actuation.pulses import PulseMonitor, PulseReport
 from serving.lineio.actuation.worker import IoWorker
 
 log = logging.getLogger("lineguard.actuation")
+GUARD_LEAD_NS = 10_000_000  # the reject command goes this long before its pulse
 COUNTS = ("results", "acks", "pulses", "late", "missed", "pulse_late", "pulse_short", "errors", "handshake_missed")
 
 
@@ -71,9 +72,14 @@ class Actuator:
         return self
 
     @property
+    def link(self):
+        """The PLC link's state: heartbeat, handshake, stop-line."""
+        return self.worker.link
+
+    @property
     def connected(self) -> bool:
         """True while the PLC link is up and the PLC listens."""
-        return self.worker.connected and not self.alarms.is_active("plc")
+        return self.link.connected and not self.alarms.is_active("plc")
 
     def _count(self, key: str) -> None:
         self.counts[key] += 1
@@ -113,11 +119,12 @@ class Actuator:
 
     def _pulse(self, seq: int, t_on: int, width: int) -> None:
         slip = int(self.cfg.max_edge_slip_ms * 1e6)
-        guard = None
         if self.counters is not None and self.cfg.modbus.hr_reject_cmd is not None:
-            clock = self.counters.clock.value_at(t_on, extrapolate=True)  # the PLC's clock at the pulse's start
-            guard = None if clock is None else (clock + round((width + slip) / 1e6)) & 0xFFFF
-        self.worker.push(t_on, EdgeJob(seq, True, t_on, t_on + slip, guard))
+            clock = self.counters.clock.value_at(t_on)  # the PLC's clock at the pulse's start
+            if clock is not None:  # written ahead of the edge, so the edge itself is one write
+                guard = (clock + round((width + slip) / 1e6)) & 0xFFFF
+                self.worker.push(t_on - GUARD_LEAD_NS, GuardJob(seq, guard))
+        self.worker.push(t_on, EdgeJob(seq, True, t_on, t_on + slip))
         self.worker.push(t_on + width, EdgeJob(seq, False, t_on + width, t_on + width + 10**12))
 
     def _plc_owned(self, seq: int, code: int, t_trigger_ns: int, now: int) -> ActuationResult:

@@ -42,6 +42,11 @@ class Timeline(Generic[T]):
         with self._cv:
             return len(self._heap)
 
+    def peek_ns(self) -> int | None:
+        """When the next job is due (monotonic ns), or None with nothing queued."""
+        with self._cv:
+            return self._heap[0][0] if self._heap else None
+
     def close(self) -> None:
         """Wake the worker and make :meth:`next_due` return ``False``."""
         with self._cv:
