@@ -24,6 +24,12 @@ echo "setup: installing torch (about 2 min on a fresh machine)"
 "$VENV/bin/python" -m pip install -q -c constraints.txt torch==2.14.1 torchvision==0.29.1
 echo "setup: installing the pipeline (about 5 min on a fresh machine)"
 "$VENV/bin/python" -m pip install -q -c constraints.txt -e ".[$EXTRAS]"
+# ultralytics pulls opencv-python, which unpacks into the same cv2/ as the headless build the rest uses:
+# keep one cv2/, the headless one (ENVIRONMENT.md); pip check then reports ultralytics' missing opencv-python.
+if "$VENV/bin/python" -m pip show -q opencv-python >/dev/null 2>&1; then
+  "$VENV/bin/python" -m pip uninstall -q -y opencv-python opencv-python-headless
+  "$VENV/bin/python" -m pip install -q --no-deps opencv-python-headless==4.12.0.88
+fi
 "$VENV/bin/python" -m pip check || echo "setup: pip check reported the issues above (see ENVIRONMENT notes)"
 echo "$want" > "$stamp"
 echo "setup: done ($VENV)"

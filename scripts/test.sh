@@ -6,10 +6,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-# Debian's Chromium for the operator-page browser test (Playwright cannot download its own here)
-if ! command -v chromium >/dev/null 2>&1; then
-  echo "installing Debian chromium for the browser test"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+# Debian's Chromium for the operator-page browser test (Playwright cannot download its own here),
+# and Debian's ffmpeg to serve a live camera stream to the station's camera tests
+missing=""
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+command -v ffmpeg >/dev/null 2>&1 || missing="$missing ffmpeg"
+if [ -n "$missing" ]; then
+  echo "installing Debian packages for the browser and camera tests:$missing"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
 fi
 
 export LINEGUARD_TEST_BUNDLE="$PWD/.lineguard/test-bundle"

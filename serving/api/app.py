@@ -32,13 +32,31 @@ from serving.api.device_keys import DeviceKeys
 from serving.api.routes import alarms, audit, bundle, devices, evidence, gate, login, ops, review, state, trigger
 from serving.strict import error_lines
 
+#: what a browser may do with the station's pages: only its own script and pictures, never inside a frame
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; script-src 'self'; "
+                               "style-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
+                               "form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
 ROUTERS = (ops, login, state, alarms, evidence, review, gate, bundle, audit, trigger, devices)
 
 
 def create_app(station) -> FastAPI:
     """The FastAPI app for a running :class:`serving.station.runtime.Station`."""
-    app = FastAPI(title=f"Lineguard station {station.cfg.station_id}", docs_url="/api/docs", redoc_url=None,
+    # no docs UI: it loads its script from a CDN; the schema itself is at /openapi.json
+    app = FastAPI(title=f"Lineguard station {station.cfg.station_id}", docs_url=None, redoc_url=None,
                   dependencies=[Depends(authenticate)])
+
+    @app.middleware("http")
+    async def _security_headers(request: Request, call_next):
+        response = await call_next(request)
+        response.headers.update(SECURITY_HEADERS)
+        if request.url.path.startswith("/api/"):
+            response.headers["Cache-Control"] = "no-store"
+        return response
     app.state.station = station
     app.state.sessions = Sessions(station.cfg.api.session_hours)
     app.state.device_keys = DeviceKeys(station.cfg.api.device_keys)

@@ -12,8 +12,8 @@ from fastapi import Depends, HTTPException, Request
 from serving.api.auth import Session, allowed
 
 #: (method, path) pairs reachable without a token; everything else needs one
-PUBLIC = frozenset({("GET", "/"), ("GET", "/healthz"), ("GET", "/metrics"), ("POST", "/api/login"),
-                    ("GET", "/openapi.json"), ("GET", "/api/docs")})
+PUBLIC = frozenset({("GET", "/"), ("GET", "/static/{name}"), ("GET", "/healthz"), ("GET", "/metrics"),
+                    ("POST", "/api/login")})
 
 
 def authenticate(request: Request) -> None:

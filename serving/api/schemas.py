@@ -64,6 +64,8 @@ class PartView(BaseModel):
     area_px: float | None
     reasons: list[str]
     source: str | None
+    wall_time: float
+    has_view: bool = False
 
 
 class AlarmView(BaseModel):
@@ -82,6 +84,9 @@ class StateResponse(BaseModel):
     """Everything the operator page polls."""
 
     station_id: str
+    status_level: Literal["ok", "warn", "stop"]
+    status_text: str
+    actuator_kind: str
     user: str
     role: str
     bundle_version: str
@@ -99,6 +104,7 @@ class StateResponse(BaseModel):
     stop_line: bool
     unseen: int
     online: bool
+    sync_configured: bool
     running: bool
     finished: bool
     alarms: list[AlarmView]
@@ -110,6 +116,7 @@ class ReviewItem(BaseModel):
 
     id: int
     seq: int
+    wall_time: float
     score: float
     verdict: str
     rule: str

@@ -24,8 +24,10 @@ def sync_evidence(store: EvidenceStore, dest: str | Path | None = None, batch: i
     if not dest:
         return 0
     root = Path(dest[len("file://"):] if dest.startswith("file://") else dest)
+    if not root.is_dir() and root.parent.is_dir():
+        root.mkdir()  # a first sync into a folder that is not there yet; a missing mount (no parent) stays offline
     if not root.is_dir():
-        raise ConnectionError(f"evidence sync target {dest} not reachable")
+        raise ConnectionError(f"evidence sync target {dest} not reachable (is it mounted?)")
     target = root / store.station_id
     (target / "images").mkdir(parents=True, exist_ok=True)
     done, deadline = 0, time.monotonic() + max_seconds

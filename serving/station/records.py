@@ -5,17 +5,20 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections import deque
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from serving.engine.preprocess import heatmap_overlay
+from serving.engine.preprocess import Roi, crop_roi, heatmap_overlay, resize
 from serving.errors import ImageError
 from serving.evidence.record import ActuationOutcome, InspectionRecord
 from serving.evidence.store import EvidenceStore
+from serving.images import to_rgb
 from serving.lineio.actuation.pulses import PulseReport
 from serving.lineio.actuation.scheduler import ActuationResult
 from serving.lineio.frames import Frame
@@ -35,15 +38,57 @@ def record_of(frame: Frame, insp: Inspection, act: ActuationResult, station_id: 
         actuation=ActuationOutcome(scheduled=act.scheduled, late=act.late, pulse_at_ns=act.pulse_at_ns, note=act.note))
 
 
-def evidence_images(insp: Inspection, pixel_threshold: float) -> tuple[bytes | None, bytes | None]:
-    """(crop PNG, heatmap overlay PNG) of an inspected part; (None, None) if there is nothing to show."""
-    if insp.result is None:
-        return None, None
-    try:
-        return _png(insp.result.crop), _png(heatmap_overlay(insp.result.crop, insp.result.anomaly_map, pixel_threshold))
-    except Exception:  # noqa: BLE001 - never lose the record over its picture
-        log.exception("evidence images could not be rendered")
-        return None, None
+@dataclass
+class PartView:
+    """What a person sees of one part: its ROI crop at display resolution and the anomaly map over it.
+
+    Kept for the last part in memory (the page shows every verdict with its own part) and written, as PNGs,
+    into the evidence of the parts that are kept. Cropping and rendering happen only when asked, off the
+    per-part path for parts nobody looks at.
+    """
+
+    image: np.ndarray
+    roi: Roi | None
+    engine_crop: np.ndarray
+    anomaly_map: np.ndarray
+    pixel_threshold: float
+    max_px: int
+
+    @classmethod
+    def of(cls, image: np.ndarray | None, insp: Inspection, roi: Roi | None, pixel_threshold: float,
+           max_px: int) -> "PartView | None":
+        """The view of an inspected part (None when the inspection produced no map)."""
+        if insp.result is None or image is None:
+            return None
+        return cls(image, roi, insp.result.crop, insp.result.anomaly_map, pixel_threshold, max_px)
+
+    @functools.cached_property
+    def crop(self) -> np.ndarray:
+        """The ROI of the source frame, at most ``max_px`` on its long side."""
+        try:
+            crop = crop_roi(to_rgb(self.image), self.roi)
+        except Exception:  # noqa: BLE001 - the engine's own crop is still worth showing
+            crop = self.engine_crop
+        scale = min(1.0, self.max_px / max(crop.shape[:2]))
+        if scale < 1.0:
+            crop = resize(crop, round(crop.shape[0] * scale), round(crop.shape[1] * scale))
+        return crop
+
+    def overlay(self) -> np.ndarray:
+        """The heatmap over the crop, at the crop's resolution."""
+        return heatmap_overlay(self.crop, self.anomaly_map, self.pixel_threshold)
+
+    def png(self, kind: str) -> bytes:
+        """``crop`` or ``overlay`` as PNG bytes."""
+        return _png(self.crop if kind == "crop" else self.overlay())
+
+    def pngs(self) -> tuple[bytes | None, bytes | None]:
+        """(crop PNG, overlay PNG); (None, None) if rendering fails -- the record is kept all the same."""
+        try:
+            return self.png("crop"), self.png("overlay")
+        except Exception:  # noqa: BLE001 - never lose the record over its picture
+            log.exception("evidence images could not be rendered")
+            return None, None
 
 
 def log_part(rec: InspectionRecord) -> None:

@@ -34,7 +34,7 @@ from serving.lineio.frames import Frame
 from serving.station.audit import AuditLog
 from serving.station.housekeeping import Housekeeper
 from serving.station.inspect import inspect
-from serving.station.records import PulseRecorder, evidence_images, log_part, record_of
+from serving.station.records import PartView, PulseRecorder, log_part, record_of
 from serving.station.metrics import StationMetrics
 from serving.station.sources import make_source
 
@@ -48,16 +48,17 @@ class LiveState:
     started_ns: int = field(default_factory=time.monotonic_ns)
     first_verdict_ms: float | None = None
     last: InspectionRecord | None = None
+    last_view: PartView | None = None
     counts: dict = field(default_factory=lambda: {"PASS": 0, "FAIL": 0})
     frames: int = 0
     running: bool = False
     finished: bool = False
 
-    def account(self, rec: InspectionRecord) -> None:
-        """Count one part (callers hold the station's lock)."""
+    def account(self, rec: InspectionRecord, view: PartView | None = None) -> None:
+        """Count one part and keep it (and its pictures) as the last one (callers hold the station's lock)."""
         self.frames += 1
         self.counts[rec.verdict] = self.counts.get(rec.verdict, 0) + 1
-        self.last = rec
+        self.last, self.last_view = rec, view
         if self.first_verdict_ms is None:
             self.first_verdict_ms = (time.monotonic_ns() - self.started_ns) / 1e6
 
@@ -126,6 +127,23 @@ class Station:
         self.evidence.close()
         return pending
 
+    def status(self) -> tuple[str, str]:
+        """(level, words) for the top of the operator page: 'stop' whenever parts are not really protected."""
+        if not self.state.running:
+            return "stop", "STATION STOPPED"
+        if self.cfg.actuator.kind != "none" and not self.actuator.connected:
+            return "stop", "NOT REJECTING – PLC OFFLINE"
+        if self.alarms.is_active("camera"):
+            return "stop", "NOT INSPECTING – CAMERA"
+        if self.actuator.link.stop_line_latched:
+            return "stop", "LINE STOP REQUESTED – RESET AT THE PLC OR HERE"
+        events = [a for a in self.alarms.active() if a.kind == "event" and a.level == "error"]
+        if events:
+            return "warn", f"CHECK PARTS – {len(events)} UNACKNOWLEDGED ALARM{'S' if len(events) > 1 else ''}"
+        if self.alarms.active():
+            return "warn", "RUNNING WITH WARNINGS"
+        return "ok", "INSPECTING"
+
     def plc_state(self) -> int:
         """The station-state register: stopped, running, running with an alarm, or not inspecting."""
         if not self.state.running:
@@ -185,13 +203,14 @@ class Station:
         lat = {"capture": (frame.t_capture_ns - t0) / 1e6, **insp.latency_ms, "actuation": (now - t) / 1e6,
                "total": (now - t0) / 1e6}
         rec = record_of(frame, insp, act, self.cfg.station_id, self.boot_id, engine.bundle.manifest.bundle_version, lat)
+        view = PartView.of(frame.image, insp, engine.roi, rules.pixel_threshold, self.cfg.evidence.image_max_px)
         keep = insp.decision.verdict == "FAIL" or self._sample_pass(frame.seq)
-        rec.id = self.evidence.record(rec, *(evidence_images(insp, rules.pixel_threshold) if keep else (None, None)))
+        rec.id = self.evidence.record(rec, *(view.pngs() if keep and view else (None, None)))
         self.metrics.count(rec)
         self.metrics.dropped.set(self.source.dropped)
         self.metrics.late_frames.set(self.source.late)
         with self._lock:
-            self.state.account(rec)
+            self.state.account(rec, view)
         log_part(rec)
         return rec
 

@@ -88,7 +88,7 @@ def test_sync_copies_records_and_marks_them_and_reports_offline(tmp_path):
     ev, _ = store(tmp_path)
     ids = [ev.record(rec(i), PNG, PNG) for i in range(3)]
     with pytest.raises(ConnectionError, match="not reachable"):
-        sync_evidence(ev, tmp_path / "not-mounted")
+        sync_evidence(ev, tmp_path / "no-such-mount" / "evidence")
     dest = tmp_path / "remote"
     dest.mkdir()
     assert sync_evidence(ev, f"file://{dest}") == 3

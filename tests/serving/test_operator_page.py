@@ -1,4 +1,5 @@
-"""A real headless Chromium (Debian's, driven by Playwright) reviews a FAIL with the F key."""
+"""The operator page in a real headless Chromium (Debian's, driven by Playwright): review by touch and by key,
+a page that never shows a green PASS while parts are unprotected, layouts from a panel to a wall screen."""
 
 import shutil
 import threading
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import ROOT
 from serving.api import create_app
 from serving.station.runtime import Station
 from services import free_port
@@ -15,57 +17,135 @@ pytestmark = [pytest.mark.slow, pytest.mark.services]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SHOTS = ROOT / "docs" / "screenshots"
+SIZES = [(800, 480), (1280, 800), (1920, 1080)]
 
 
-@pytest.fixture()
-def served(make_config):
+def serve(station):
     import uvicorn
 
-    port = free_port()
-    station = Station(make_config(api={"port": port})).start()
-    assert station.wait(30)
-    server = uvicorn.Server(uvicorn.Config(create_app(station), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(create_app(station), host="127.0.0.1", port=station.cfg.api.port,
+                                           log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
         time.sleep(0.05)
-    yield station, f"http://127.0.0.1:{port}/"
+    return server, thread
+
+
+@pytest.fixture()
+def served(make_config):
+    station = Station(make_config(api={"port": free_port()})).start()
+    assert station.wait(30)
+    server, thread = serve(station)
+    yield station, f"http://127.0.0.1:{station.cfg.api.port}/"
     server.should_exit = True
     thread.join(5)
     station.stop()
 
 
-def test_login_see_fail_review_with_f_key(served, tmp_path, capsys):
+@pytest.fixture()
+def browser():
     if not Path(CHROMIUM).exists():
         pytest.fail("Debian chromium is missing: `apt-get install chromium` (scripts/test.sh installs it)")
     from playwright.sync_api import sync_playwright
 
-    station, url = served
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)  # fresh temp profile
-        page = browser.new_page()
-        page.goto(url)
-        page.fill("#user", "olga")
-        page.fill("#pass", "op-pass")
-        page.click("button[type=submit]")
-        page.wait_for_selector("#app:not([hidden])")
-        page.wait_for_function("document.querySelector('#verdict').textContent === 'FAIL' || document.querySelector('#nfail').textContent !== '0'")
-        assert int(page.text_content("#nfail")) == station.state.counts["FAIL"] > 0
-        page.wait_for_selector(".item.sel img[src^='blob:']")
-        times = []
-        for _ in range(3):
-            target = int(page.get_attribute(".item.sel", "data-id"))
-            t0 = time.perf_counter()
-            page.keyboard.press("F")
-            page.wait_for_function(f"document.querySelector('#rmsg').textContent.includes('defect') && "
-                                   f"!document.querySelector('.item[data-id=\"{target}\"]')")
-            times.append(time.perf_counter() - t0)
-            assert station.evidence.get(target).disposition == "defect"
-            assert station.evidence.get(target).disposition_user == "olga"
-            page.wait_for_selector(".item.sel img[src^='blob:']")
-        page.screenshot(path=str(tmp_path / "operator.png"))
-        browser.close()
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)  # fresh temp profile
+        yield b
+        b.close()
+
+
+def new_page(browser, **kw):
+    # the page's own CSP forbids eval, which Playwright's wait_for_function needs; the header itself is tested
+    return browser.new_context(bypass_csp=True, **kw).new_page()
+
+
+def log_in(page, url, user="olga", pw="op-pass"):
+    page.goto(url)
+    page.fill("#user", user)
+    page.fill("#pass", pw)
+    page.click("button[type=submit]")
+    page.wait_for_selector("#app:not([hidden])")
+
+
+def test_review_by_touch_and_by_key_and_the_session_survives_a_reload(served, browser, capsys):
+    station, url = served
+    page = new_page(browser, viewport={"width": 1280, "height": 800}, has_touch=True)
+    log_in(page, url)
+    page.wait_for_function("document.querySelector('#nfail').textContent !== '0'")
+    assert int(page.text_content("#nfail")) == station.state.counts["FAIL"] > 0
+    page.wait_for_selector("#crop[src^='blob:']")  # the last part's own picture, whatever its verdict
+    assert f"#{station.state.last.seq} " in page.text_content("#part")
+    page.wait_for_selector(".item.sel img[src^='blob:']")
+    times = []
+    for how in ("tap", "key", "tap-class"):
+        target = int(page.get_attribute(".item.sel", "data-id"))
+        t0 = time.perf_counter()
+        if how == "tap":
+            page.tap("#btnFail")
+        elif how == "key":
+            page.keyboard.press("P")
+        else:
+            page.tap("#classes button >> nth=0")
+            page.tap("#btnFail")
+        page.wait_for_function(f"!document.querySelector('.item[data-id=\"{target}\"]')")
+        times.append(time.perf_counter() - t0)
+        rec = station.evidence.get(target)
+        assert rec.disposition == ("false_alarm" if how == "key" else "defect") and rec.disposition_user == "olga"
+        if how == "tap-class":
+            assert rec.disposition_class == station.engine.bundle.manifest.class_names[0]
+    assert max(times) < 5.0  # the spec's 5 s per decision; the figures are printed below
     with capsys.disabled():
-        print(f"\nreview decision round trip (key press -> stored -> next suspect shown): "
-              f"{', '.join(f'{t * 1000:.0f} ms' for t in times)}")
-    assert station.audit.entries()[-1]["action"] == "disposition"
+        print("\nreview decision round trip (tap or key -> stored -> next suspect): "
+              + ", ".join(f"{t * 1000:.0f} ms" for t in times))
+    ids = [int(i) for i in page.eval_on_selector_all(".item", "els => els.map(e => e.dataset.id)")]
+    assert len(ids) == len(set(ids))  # the queue never shows a record twice
+    page.reload()
+    page.wait_for_selector("#app:not([hidden])")  # still logged in after a reload
+    assert page.is_hidden("#login")
+
+
+def test_layouts_keep_verdict_and_review_controls_on_screen(served, browser):
+    station, url = served
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    for w, h in SIZES:
+        page = new_page(browser, viewport={"width": w, "height": h})
+        log_in(page, url)
+        page.wait_for_selector(".item.sel img[src^='blob:']")
+        page.wait_for_selector("#crop[src^='blob:']")
+        for sel in ("#verdict", "#btnPass", "#btnFail", "#classes button >> nth=0", ".item >> nth=0"):
+            box = page.locator(sel).bounding_box()
+            assert box and box["y"] >= 0 and box["y"] + box["height"] <= h + 1 and box["x"] + box["width"] <= w + 1, \
+                (w, h, sel, box)
+        assert page.evaluate("document.scrollingElement.scrollHeight") <= h + 1  # nothing below the fold
+        page.screenshot(path=str(SHOTS / f"operator-{w}x{h}.png"))
+        page.close()
+
+
+def test_an_unprotected_line_is_the_dominant_state_never_a_green_pass(make_config, browser):
+    cfg = make_config(api={"port": free_port()}, gate={"min_area_px": 0, "deadline_ms": 140,
+                                                        "sop": [{"name": "all-pass", "action": "pass_all"}]},
+                      actuator={"kind": "modbus", "modbus": {"port": free_port()}, "retry_max_s": 0.2})
+    station = Station(cfg).start()  # nothing listens on that PLC port
+    assert station.wait(30)
+    station.alarms.event("late_decision", 'part 3: <img src=x onerror="document.title=\'pwned\'">')
+    server, thread = serve(station)
+    try:
+        page = new_page(browser, viewport={"width": 1280, "height": 800})
+        log_in(page, f"http://127.0.0.1:{cfg.api.port}/")
+        page.wait_for_function("document.querySelector('#banner').textContent.includes('NOT REJECTING')")
+        assert page.text_content("#banner") == "NOT REJECTING – PLC OFFLINE"
+        assert "muted" in page.get_attribute("#verdict", "class")  # the PASS is there, small, under the banner
+        assert "bad" in page.get_attribute("#plc", "class")
+        # an alarm's text is shown as text: no element is created from it
+        page.wait_for_function("document.querySelector('#alarms').textContent.includes('onerror')")
+        assert page.locator("#alarms img").count() == 0 and page.title() != "pwned"
+        page.locator("#alarms li", has_text="late_decision").locator("button").click()
+        page.wait_for_function("!document.querySelector('#alarms').textContent.includes('late_decision')")
+        assert station.audit.entries()[-1]["action"] == "alarm_acknowledged"
+        page.screenshot(path=str(SHOTS / "operator-plc-offline.png"))
+    finally:
+        server.should_exit = True
+        thread.join(5)
+        station.stop()

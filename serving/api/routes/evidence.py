@@ -13,6 +13,15 @@ from serving.errors import LineguardError
 router = APIRouter(tags=["evidence"])
 
 
+@router.get("/api/live/{kind}.png", response_class=Response)
+def live(kind: Literal["crop", "overlay"], st=Depends(station)) -> Response:
+    """The last inspected part's crop or heatmap, whether or not its evidence is kept."""
+    view, rec = st.state.last_view, st.state.last
+    if view is None or rec is None:
+        raise HTTPException(404, "no inspected part to show yet (or the last one failed before the engine)")
+    return Response(view.png(kind), media_type="image/png", headers={"X-Part-Seq": str(rec.seq)})
+
+
 @router.get("/api/evidence/{rid}/{kind}.png", response_class=Response)
 def image(rid: int, kind: Literal["crop", "overlay"], st=Depends(station)) -> Response:
     """The ROI crop or the heatmap overlay of one record."""

@@ -1,22 +1,31 @@
-"""The operator page, liveness and Prometheus metrics (public: see ``serving.api.deps.PUBLIC``)."""
+"""The operator page and its assets, liveness and Prometheus metrics (public: see ``serving.api.deps.PUBLIC``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import HTMLResponse, Response
 
 from serving.api.deps import station
 
-PAGE = Path(__file__).resolve().parents[1] / "static" / "operator.html"
+STATIC = Path(__file__).resolve().parents[1] / "static"
+ASSETS = {"operator.js": "text/javascript", "operator.css": "text/css"}
 router = APIRouter(tags=["ops"])
 
 
 @router.get("/", response_class=HTMLResponse)
 def page() -> str:
     """The operator page (it logs in through the API)."""
-    return PAGE.read_text()
+    return (STATIC / "operator.html").read_text()
+
+
+@router.get("/static/{name}", response_class=Response)
+def asset(name: str) -> Response:
+    """The page's script and style sheet (nothing else is served from the folder)."""
+    if name not in ASSETS:
+        raise HTTPException(404, f"no asset {name!r}")
+    return Response((STATIC / name).read_bytes(), media_type=ASSETS[name])
 
 
 @router.get("/healthz")

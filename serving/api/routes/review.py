@@ -24,7 +24,7 @@ def review(st=Depends(station)) -> ReviewQueue:
     picks: list[ReviewItem] = []
     for c in [*borderline, *novel]:
         if c.id not in {p.id for p in picks} and len(picks) < st.cfg.api.review_size:
-            picks.append(ReviewItem(id=c.id, seq=c.seq, score=c.score, verdict=c.verdict, rule=c.rule,
+            picks.append(ReviewItem(id=c.id, seq=c.seq, wall_time=c.wall_time, score=c.score, verdict=c.verdict, rule=c.rule,
                                     kind="borderline" if c in borderline else "novel"))
     return ReviewQueue(threshold=thr, classes=st.engine.bundle.manifest.class_names + ["other"], items=picks)
 

@@ -15,14 +15,18 @@ router = APIRouter(tags=["state"])
 def state(s: Session = Depends(current_session), st=Depends(station)) -> StateResponse:
     """Verdict of the last part, counts, alarms, PLC and sync state."""
     live, last = st.state, st.state.last
+    level, text = st.status()
     return StateResponse(
-        station_id=st.cfg.station_id, user=s.user, role=s.role,
+        station_id=st.cfg.station_id, status_level=level, status_text=text, actuator_kind=st.cfg.actuator.kind,
+        user=s.user, role=s.role,
         bundle_version=st.engine.bundle.manifest.bundle_version, threshold=st.rules.image_threshold,
-        last=None if last is None else PartView(**last.model_dump(include=set(PartView.model_fields))),
+        last=None if last is None else PartView(**last.model_dump(include=set(PartView.model_fields) - {"has_view"}),
+                                                has_view=live.last_view is not None),
         counts=live.counts, frames=live.frames, dropped=st.source.dropped, late=st.source.late,
         actuation=st.actuator.counts, plc_connected=st.actuator.connected, plc_state=st.plc_state(),
         heartbeat=st.actuator.link.heartbeat, ack_latency_ms=st.actuator.link.ack_latency_ms,
         stop_line=st.actuator.link.stop_line_latched, unseen=st.source.unseen, online=st.housekeeper.online,
+        sync_configured=st.cfg.evidence.sync_url is not None,
         running=live.running, finished=live.finished,
         alarms=[AlarmView(name=a.name, message=a.message, level=a.level, count=a.count, kind=a.kind, since=a.since,
                           acked_by=a.acked_by) for a in st.alarms.active()],

@@ -1,0 +1,164 @@
+// Lineguard operator page. Everything shown as text goes through textContent: data is never markup.
+"use strict";
+const $ = (id) => document.getElementById(id);
+let token = sessionStorage.getItem("lg_token");
+let items = [], sel = 0, cls = null, lastSeq = null, timers = [];
+const blobs = {};
+
+async function api(path, opts = {}) {
+  opts.headers = Object.assign({"Content-Type": "application/json"}, opts.headers || {},
+                               token ? {Authorization: "Bearer " + token} : {});
+  const r = await fetch(path, opts);
+  if (r.status === 401) { logout(); throw new Error("session ended: log in again"); }
+  if (!r.ok) throw new Error((await r.json().catch(() => ({detail: r.statusText}))).detail);
+  return r.json();
+}
+
+async function image(el, path) {
+  const r = await fetch(path, {headers: {Authorization: "Bearer " + token}});
+  if (!r.ok) { el.removeAttribute("src"); el.alt = "no picture kept"; return; }
+  const url = URL.createObjectURL(await r.blob());
+  if (blobs[el.id]) URL.revokeObjectURL(blobs[el.id]);
+  blobs[el.id] = url; el.src = url;
+}
+
+function show(loggedIn) {
+  $("login").hidden = loggedIn; $("app").hidden = !loggedIn;
+  timers.forEach(clearInterval); timers = [];
+  if (loggedIn) { tick(); loadReview(); timers = [setInterval(tick, 400), setInterval(loadReview, 3000)]; }
+}
+
+function logout() { token = null; sessionStorage.removeItem("lg_token"); show(false); }
+
+$("login").onsubmit = async (e) => {
+  e.preventDefault();
+  try {
+    const r = await api("/api/login", {method: "POST", body: JSON.stringify({username: $("user").value, password: $("pass").value})});
+    token = r.token; sessionStorage.setItem("lg_token", token); $("pass").value = ""; show(true);
+  } catch (err) { $("msg").textContent = err.message; }
+};
+$("logout").onclick = logout;
+
+function chip(el, state) { el.className = "chip " + state; }
+
+async function tick() {
+  let s; try { s = await api("/api/state"); } catch (e) { return; }
+  $("station").textContent = s.station_id; $("bundle").textContent = s.bundle_version;
+  $("who").textContent = s.user + " (" + s.role + ")";
+  chip($("plc"), s.actuator_kind === "none" ? "" : (s.plc_connected ? "ok" : "bad"));
+  chip($("cam"), s.alarms.some(a => a.name === "camera") ? "bad" : "ok");
+  chip($("net"), !s.sync_configured ? "" : (s.online ? "ok" : "warn"));
+  const banner = $("banner"), stop = s.status_level === "stop";
+  banner.hidden = s.status_level === "ok"; banner.textContent = s.status_text;
+  banner.className = s.status_level === "warn" ? "warn" : "";
+  const v = $("verdict");
+  v.textContent = s.last ? (stop ? "last part: " : "") + s.last.verdict : "—";
+  v.className = (s.last ? s.last.verdict : "none") + (stop ? " muted" : "");  // never a big green PASS while unprotected
+  $("npass").textContent = s.counts.PASS || 0; $("nfail").textContent = s.counts.FAIL || 0;
+  $("nrev").textContent = s.reviewed; $("ndrop").textContent = s.dropped; $("nunseen").textContent = s.unseen;
+  if (s.last) {
+    const t = new Date(s.last.wall_time * 1000).toLocaleTimeString();
+    $("part").textContent = "part #" + s.last.seq + " · " + t + " · " + s.last.rule + " · score " +
+      (s.last.score == null ? "n/a" : s.last.score.toFixed(3)) + " / " + s.threshold.toFixed(3);
+    if (s.last.seq !== lastSeq) {
+      lastSeq = s.last.seq;
+      $("crop").alt = $("heat").alt = "part #" + s.last.seq + " at " + t;
+      if (s.last.has_view) { image($("crop"), "/api/live/crop.png?seq=" + s.last.seq); image($("heat"), "/api/live/overlay.png?seq=" + s.last.seq); }
+      else { $("crop").removeAttribute("src"); $("heat").removeAttribute("src"); }
+    }
+  }
+  renderAlarms(s.alarms);
+  $("resetStop").hidden = !s.stop_line;
+}
+
+function renderAlarms(alarms) {
+  const ul = $("alarms"), key = JSON.stringify(alarms.map(a => [a.name, a.message, a.acked_by, a.count]));
+  if (ul.dataset.key === key) return;
+  ul.dataset.key = key; ul.replaceChildren();
+  for (const a of alarms) {
+    const li = document.createElement("li"), text = document.createElement("span");
+    li.className = a.level;
+    text.textContent = a.name + ": " + a.message + (a.count > 1 ? " (×" + a.count + ")" : "") + (a.acked_by ? " — seen by " + a.acked_by : "");
+    li.appendChild(text);
+    if (!a.acked_by) {
+      const b = document.createElement("button");
+      b.textContent = "Acknowledge";
+      b.onclick = () => api("/api/alarms/" + encodeURIComponent(a.name) + "/ack", {method: "POST"}).then(tick);
+      li.appendChild(b);
+    }
+    ul.appendChild(li);
+  }
+}
+$("resetStop").onclick = () => api("/api/stop-line/reset", {method: "POST"}).then(tick).catch(e => { $("rmsg").textContent = e.message; });
+
+async function loadReview() {
+  let r; try { r = await api("/api/review"); } catch (e) { return; }
+  renderClasses(r.classes);
+  const ids = r.items.map(i => i.id).join(",");
+  if (ids === items.map(i => i.id).join(",")) return;
+  items = r.items; sel = Math.min(sel, Math.max(items.length - 1, 0));
+  const box = $("items"); box.replaceChildren();
+  items.forEach((it, k) => {
+    const card = document.createElement("div"), img = document.createElement("img"), cap = document.createElement("div");
+    card.className = "item" + (k === sel ? " sel" : ""); card.dataset.id = it.id;
+    img.id = "t" + it.id; img.alt = "part #" + it.seq;
+    cap.textContent = "#" + it.seq + " " + it.score.toFixed(2) + " " + it.kind;
+    card.append(img, cap); card.onclick = () => { sel = k; highlight(); };
+    box.appendChild(card); image(img, "/api/evidence/" + it.id + "/overlay.png");
+  });
+  $("decide").hidden = !items.length;
+  highlight();
+  if (!items.length) $("rmsg").textContent = "nothing to review";
+}
+
+function renderClasses(names) {
+  const box = $("classes");
+  if (box.dataset.key === names.join(",")) return;
+  box.dataset.key = names.join(","); box.replaceChildren();
+  names.forEach((n, k) => {
+    const b = document.createElement("button");
+    b.textContent = (k < 9 ? (k + 1) + " " : "") + n; b.dataset.name = n;
+    b.onclick = () => pickClass(n);
+    box.appendChild(b);
+  });
+}
+
+function pickClass(name) {
+  cls = cls === name ? null : name;
+  document.querySelectorAll("#classes button").forEach(b => b.classList.toggle("on", b.dataset.name === cls));
+}
+
+function highlight() {
+  document.querySelectorAll(".item").forEach((el, k) => el.classList.toggle("sel", k === sel));
+  const it = items[sel];
+  if (!it) return;
+  $("pcap").textContent = "part #" + it.seq + " · " + new Date(it.wall_time * 1000).toLocaleTimeString() + " · " +
+    it.verdict + " · score " + it.score.toFixed(3) + " · " + it.kind;
+  image($("pcrop"), "/api/evidence/" + it.id + "/crop.png"); image($("pheat"), "/api/evidence/" + it.id + "/overlay.png");
+}
+
+async function decide(disposition) {
+  const it = items[sel];
+  if (!it) return;
+  const typed = $("newClass").value.trim();
+  const body = {disposition, class_name: disposition === "defect" ? (typed || cls) : null};
+  try {
+    await api("/api/review/" + it.id, {method: "POST", body: JSON.stringify(body)});
+    $("rmsg").textContent = "#" + it.seq + " → " + (disposition === "defect" ? "defect" + (body.class_name ? " (" + body.class_name + ")" : "") : "false alarm");
+    $("newClass").value = ""; items = []; loadReview();
+  } catch (err) { $("rmsg").textContent = err.message; }
+}
+$("btnPass").onclick = () => decide("false_alarm");
+$("btnFail").onclick = () => decide("defect");
+
+document.addEventListener("keydown", (e) => {
+  if (!token || e.target.tagName === "INPUT") return;
+  const k = e.key.toLowerCase();
+  if (k === "arrowright") { sel = Math.min(sel + 1, items.length - 1); highlight(); }
+  else if (k === "arrowleft") { sel = Math.max(sel - 1, 0); highlight(); }
+  else if (/^[1-9]$/.test(k)) { const b = $("classes").children[+k - 1]; if (b) pickClass(b.dataset.name); }
+  else if (k === "p") decide("false_alarm");
+  else if (k === "f") decide("defect");
+});
+
+show(!!token);
