@@ -11,11 +11,12 @@ behind anyone's back. A wrong value fails with the field's dotted name.
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from flows.data.prepare import ElpvParams
 from serving.errors import ConfigError
@@ -78,13 +79,15 @@ class TrackingParams(StrictModel):
     uri: str = "sqlite:///mlflow/mlflow.db"
     artifact_root: str = "mlflow/artifacts"
     experiment: str = "lineguard"
-    model_name: str = "lineguard-anomaly"
+    model_name: str = Field("lineguard-{product}", description="registered model; {product} is filled in")
     alias: str = "candidate"
 
 
 class Params(StrictModel):
-    """All pipeline parameters (``params.yaml``)."""
+    """All pipeline parameters (``params.yaml``, then a product file, then ``key=value`` overrides)."""
 
+    product: str = Field("elpv-mono", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
+                         description="names the registered model (lineguard-<product>) and the runs")
     data: DataParams = DataParams()
     model: ModelParams = ModelParams()
     enroll: EnrollParams = EnrollParams()
@@ -92,16 +95,84 @@ class Params(StrictModel):
     export: ExportParams = ExportParams()
     tracking: TrackingParams = TrackingParams()
 
+    @property
+    def model_name(self) -> str:
+        """The registered model for this product (``tracking.model_name`` with ``{product}`` filled in)."""
+        return self.tracking.model_name.format(product=self.product)
 
-def load_params(path: str | Path | None = "params.yaml", overrides: dict | None = None) -> Params:
-    """Load ``params.yaml`` (defaults if absent) and apply dotted ``overrides``.
+
+def dotted_keys(model: type[BaseModel] = Params, prefix: str = "") -> list[str]:
+    """Every settable ``a.b.c`` key of a params model."""
+    out = []
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out += dotted_keys(ann, f"{prefix}{name}.")
+        else:
+            out.append(prefix + name)
+    return out
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``["model.input_size=256", ...]`` -> ``{"model.input_size": 256}``; a misspelt key gets a suggestion.
+
+    >>> parse_overrides(["model.input_size=256", "calibration.target_frr=0.02"])
+    {'model.input_size': 256, 'calibration.target_frr': 0.02}
+    >>> parse_overrides(["model.imput_size=256"])
+    Traceback (most recent call last):
+    ...
+    serving.errors.ConfigError: unknown parameter 'model.imput_size'; did you mean 'model.input_size'?
+    """
+    keys, out = dotted_keys(), {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r}: write it as key=value, e.g. model.input_size=256")
+        if key not in keys:
+            close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6) or difflib.get_close_matches(
+                key.split(".")[-1], [k.split(".")[-1] for k in keys], n=1)
+            hint = next((k for k in keys if close and k.endswith(close[0])), None)
+            raise ConfigError(f"unknown parameter {key!r}" + (f"; did you mean {hint!r}?" if hint else
+                                                              f"; see {', '.join(keys[:6])}, ..."))
+        try:
+            out[key] = yaml.safe_load(value) if value else None
+        except yaml.YAMLError:
+            out[key] = value
+    return out
+
+
+def read_params_file(path: Path) -> dict:
+    """A YAML mapping of parameters; a syntax error is one line naming the file, line and column."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: parameters file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(f"{path}: not valid YAML: {where}{getattr(exc, 'problem', None) or exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections (data, model, calibration, ...)")
+    return data
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_params(path: str | Path | None = "params.yaml", overrides: dict | None = None,
+                product_file: str | Path | None = None) -> Params:
+    """``params.yaml`` (skipped when ``path`` is None), then ``product_file``, then dotted ``overrides``.
 
     >>> load_params(None, {"model.input_size": 224}).model.input_size
     224
     """
-    raw: dict = {}
-    if path is not None and Path(path).is_file():
-        raw = yaml.safe_load(Path(path).read_text()) or {}
+    raw: dict = read_params_file(Path(path)) if path is not None else {}
+    if product_file is not None:
+        raw = _merge(raw, read_params_file(Path(product_file)))
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue
@@ -114,4 +185,5 @@ def load_params(path: str | Path | None = "params.yaml", overrides: dict | None 
         return Params.model_validate(raw)
     except ValidationError as exc:
         lines = describe_errors(exc, model=Params).splitlines()
-        raise ConfigError(f"{path or 'params'}: invalid parameters:\n" + "\n".join("  " + line for line in lines)) from None
+        source = " + ".join(str(p) for p in (path, product_file) if p) or "params"
+        raise ConfigError(f"{source}: invalid parameters:\n" + "\n".join("  " + line for line in lines)) from None

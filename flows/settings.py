@@ -15,8 +15,16 @@ from pathlib import Path
 
 
 def project_root() -> Path:
-    """The folder holding ``params.yaml`` (the current directory, where CLI and DVC run)."""
-    return Path.cwd()
+    """Where ``params.yaml`` and the tool state live: ``$LINEGUARD_HOME``, else the nearest folder upwards from the
+    current one that holds ``params.yaml``, else ``~/.lineguard`` (never a folder the user merely stands in)."""
+    env = os.environ.get("LINEGUARD_HOME")
+    if env:
+        return Path(env).expanduser().resolve()
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "params.yaml").is_file():
+            return folder
+    return Path.home() / ".lineguard"
 
 
 def quiet_environment(root: Path | None = None) -> dict[str, str]:
@@ -29,6 +37,7 @@ def quiet_environment(root: Path | None = None) -> dict[str, str]:
         "DVC_NO_ANALYTICS": "1",
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",  # stdout carries --json output
         "DO_NOT_TRACK": "1",
         "PREFECT_HOME": str(state / "prefect"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",

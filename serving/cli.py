@@ -131,6 +131,21 @@ def _apply_overrides(cfg, args: argparse.Namespace) -> None:
         cfg.actuator.modbus.host, cfg.actuator.modbus.port = host or cfg.actuator.modbus.host, int(p)
 
 
+def _export_evidence(args: argparse.Namespace) -> int:
+    import datetime
+
+    from serving.config import load_config
+    from serving.evidence.export import export_evidence
+
+    cfg = load_config(args.config)
+    when = lambda text: datetime.datetime.fromisoformat(text).timestamp() if text else None  # noqa: E731
+    counts = export_evidence(cfg.evidence, cfg.station_id, args.out, since=when(args.since), until=when(args.until),
+                             verdict=args.verdict)
+    print(f"exported {counts['records']} records and {counts['images']} decrypted images to {args.out}"
+          + (f"; {counts['unreadable_images']} images could not be decrypted" if counts["unreadable_images"] else ""))
+    return 0
+
+
 def _gen_key(args: argparse.Namespace) -> int:
     from serving.evidence.crypto import generate_key
 
@@ -153,26 +168,33 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lineguard-station", description="Lineguard station runtime")
     sub = p.add_subparsers(dest="command", required=True)
     v = sub.add_parser("verify", help="verify an engine bundle's schema and hashes")
-    v.add_argument("bundle")
+    v.add_argument("bundle", help="bundle folder")
     v.set_defaults(func=_verify)
     r = sub.add_parser("replay", help="score a folder of images and print a PASS/FAIL table")
-    r.add_argument("--bundle", required=True)
+    r.add_argument("--bundle", required=True, help="bundle folder")
     r.add_argument("--images", required=True, help="an image or a folder (searched recursively)")
     r.add_argument("--overlays", help="folder for heatmap overlays of FAIL parts")
-    r.add_argument("--limit", type=int)
+    r.add_argument("--limit", type=int, help="replay only the first N images")
     r.add_argument("--station-config", help="take gate rules and ROI from this station config (as the station would)")
-    r.add_argument("--json", action="store_true")
+    r.add_argument("--json", action="store_true", help="print one JSON list instead of the table")
     r.set_defaults(func=_replay)
     s = sub.add_parser("run", help="run the station from a config file")
-    s.add_argument("--config", required=True)
+    s.add_argument("--config", required=True, help="station config YAML (see station.example.yaml)")
     s.add_argument("--no-api", action="store_true", help="no operator page / API")
     s.add_argument("--max-frames", type=int, help="stop after this many parts")
     s.add_argument("--exit-when-done", action="store_true", help="exit when a replay ends")
     s.add_argument("--api-port", type=int, help="operator page / API port (or LINEGUARD_API_PORT)")
     s.add_argument("--plc", help="PLC address host:port (or LINEGUARD_PLC), overriding actuator.modbus")
     s.set_defaults(func=_run)
+    e = sub.add_parser("export-evidence", help="records and decrypted pictures for offline study (needs the key)")
+    e.add_argument("--config", required=True, help="the station's config (where its evidence and key are)")
+    e.add_argument("--out", required=True, help="folder to write records.jsonl, records.csv and images/")
+    e.add_argument("--since", help="ISO time, e.g. 2026-11-27T08:00")
+    e.add_argument("--until", help="ISO time")
+    e.add_argument("--verdict", choices=["PASS", "FAIL"], help="only this verdict")
+    e.set_defaults(func=_export_evidence)
     k = sub.add_parser("gen-key", help="create an AES-256 key file for the evidence buffer")
-    k.add_argument("path")
+    k.add_argument("path", help="key file to create (refuses to overwrite)")
     k.set_defaults(func=_gen_key)
     h = sub.add_parser("hash-password", help="hash a password for api.users in the station config")
     h.add_argument("--password", help="(prompted if omitted)")

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import cv2
@@ -44,6 +45,30 @@ def to_rgb(frame: np.ndarray, *, source: str = "frame", bgr: bool = False) -> np
     return np.ascontiguousarray(frame)
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_damage(data: bytes) -> str | None:
+    """Why a PNG file is damaged (a chunk cut short or failing its CRC), or None if every chunk checks out.
+
+    Checked before decoding: libpng prints its own "libpng error" lines straight to stderr, which a
+    person then reads instead of the message that names the file.
+    """
+    pos = len(PNG_SIGNATURE)
+    while pos + 12 <= len(data):
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        kind = data[pos + 4:pos + 8]
+        end = pos + 12 + length
+        if end > len(data):
+            return f"chunk {kind.decode('latin-1')!r} cut short (file truncated)"
+        if zlib.crc32(data[pos + 4:end - 4]) != int.from_bytes(data[end - 4:end], "big"):
+            return f"chunk {kind.decode('latin-1')!r} fails its CRC (file corrupt)"
+        if kind == b"IEND":
+            return None
+        pos = end
+    return "no end chunk (file truncated)"
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image file (PNG, JPEG, BMP, TIFF; gray or colour) as HxWx3 uint8 RGB.
 
@@ -55,6 +80,8 @@ def read_image(path: str | Path) -> np.ndarray:
     data = np.fromfile(path, dtype=np.uint8)
     if data.size == 0:
         raise ImageError(f"{path}: file is empty; re-capture or remove it")
+    if data[:8].tobytes() == PNG_SIGNATURE and (damage := png_damage(data.tobytes())):
+        raise ImageError(f"{path}: damaged PNG: {damage}; re-capture or remove it")
     img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if img is None:
         raise ImageError(f"{path}: cannot decode image (corrupt or not an image); re-capture or remove it")

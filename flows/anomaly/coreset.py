@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 
 import torch
-from tqdm.auto import tqdm
+from flows.progress import progress as progress_bar
 
 
 def kcenter_greedy(x: torch.Tensor, k: int, start: int = 0) -> torch.Tensor:
@@ -68,7 +68,7 @@ def coreset_indices(
     chunks = torch.tensor_split(perm, n_chunks)
     selected = []
     with torch.no_grad():
-        for chunk in tqdm(chunks, desc="coreset", unit="chunk", disable=not progress):
+        for chunk in progress_bar(chunks, desc="coreset", unit="chunk", enabled=progress):
             x = features[chunk].float().contiguous()
             k = max(1, round(ratio * len(chunk)))
             selected.append(chunk[kcenter_greedy(x, k)])

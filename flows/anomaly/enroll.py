@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from anomalib.models.image.patchcore.torch_model import PatchcoreModel
-from tqdm.auto import tqdm
 
 from flows.anomaly.calibrate import calibrate
 from flows.anomaly.coreset import coreset_indices
@@ -98,9 +97,7 @@ def enroll(data_dir: str | Path, params: Params, out_dir: str | Path, *, progres
         raise DatasetError(f"{data_dir}: only {len(enroll_paths)} readable images left to enroll after skipping corrupt files")
     t_load = time.perf_counter()
 
-    bar = tqdm(total=len(x_enroll), desc="embed", unit="img", disable=not progress)
-    emb = embed_batches(model, torch.from_numpy(x_enroll), mp.batch_size, progress=bar)
-    bar.close()
+    emb = embed_batches(model, torch.from_numpy(x_enroll), mp.batch_size, show_progress=progress)
     t_embed = time.perf_counter()
     bank_source = np.zeros((0, 3), np.int32)
     if isinstance(model, PatchcoreModel):

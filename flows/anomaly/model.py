@@ -23,6 +23,7 @@ from anomalib.models.image.patchcore.torch_model import PatchcoreModel
 
 import timm
 
+from flows.progress import progress
 from flows.anomaly.backbone import backbone_state_dict, check_backbone, load_into_feature_extractor
 from serving.errors import ConfigError
 
@@ -131,14 +132,14 @@ class AnomalyScorer(torch.nn.Module):
         return score, amap, match
 
 
-def embed_batches(model: PatchcoreModel | PadimModel, x: torch.Tensor, batch_size: int = 16, progress=None) -> torch.Tensor:
+def embed_batches(model: PatchcoreModel | PadimModel, x: torch.Tensor, batch_size: int = 16,
+                  show_progress: bool = False) -> torch.Tensor:
     """Patch embeddings of a stack of preprocessed images, batch by batch."""
     out = []
+    starts = range(0, len(x), batch_size)
     with torch.inference_mode():
-        for i in range(0, len(x), batch_size):
+        for i in progress(starts, desc="embed", unit="batch", enabled=show_progress):
             out.append(patch_embedding(model, x[i : i + batch_size]))
-            if progress is not None:
-                progress.update(min(batch_size, len(x) - i))
     return torch.cat(out)
 
 

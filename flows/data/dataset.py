@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
+from flows.progress import progress
 
 from serving.errors import DatasetError, ImageError
 from serving.images import list_images, read_image
@@ -127,7 +127,7 @@ def load_tensors(
     nothing is deleted either way. A ROI that does not fit an image always stops the run.
     """
     out, kept, bad = [], [], []
-    for p in tqdm(paths, desc=desc, unit="img", leave=False, disable=len(paths) < 50):
+    for p in progress(paths, desc=desc, unit="img", enabled=len(paths) >= 50):
         try:
             img = read_image(p)
         except ImageError as exc:

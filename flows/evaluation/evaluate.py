@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from flows.anomaly.calibrate import image_threshold, rate_above
 from flows.data.dataset import scan_dataset
+from flows.progress import progress as progress_bar
 from flows.evaluation.metrics import auroc, percentiles
 from serving.engine.anomaly import AnomalyEngine
 from serving.images import read_image, read_mask
@@ -54,7 +54,7 @@ def score_test_set(engine: AnomalyEngine, rules: GateRules, data_dir: str | Path
     ds = scan_dataset(data_dir, need_train=False, need_test=True)
     history = History(rules.persistence_m)
     out, lat, bad = [], [], []
-    for s in tqdm(ds.test, desc="evaluate", unit="img", disable=not progress):
+    for s in progress_bar(ds.test, desc="evaluate", unit="img", enabled=progress):
         try:
             img = read_image(s.path)
         except ImageError as exc:
@@ -143,6 +143,7 @@ def evaluate(bundle_dir: str | Path, data_dir: str | Path, *, progress: bool = T
         "latency_ms": percentiles(lat),
         "providers": engine.providers,
         "bundle_version": engine.bundle.manifest.bundle_version,
+        "data_dir": str(data_dir),
         "unreadable": bad,
     }
     if keep:

@@ -9,6 +9,7 @@ pointed at a Prefect server, the same flow is schedulable as a deployment.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from prefect import flow, task
@@ -35,9 +36,9 @@ def enroll_task(data_dir: str, params: Params, bundle_dir: str) -> enroll_step.E
 
 
 @task(name="track-enrollment")
-def track_task(result: enroll_step.EnrollResult, params: Params, data_dir: str) -> str:
-    """Open the MLflow run for this enrollment and record it in the checkpoint."""
-    run_id = tracking.log_enrollment(result, params, data_dir)
+def track_task(result: enroll_step.EnrollResult, params: Params, data_dir: str, started_at: float) -> str:
+    """Log the enrollment as an MLflow run and record the run in the checkpoint."""
+    run_id = tracking.log_enrollment(result, params, data_dir, started_at)
     enroll_step.set_run_id(result.path, run_id)
     return run_id
 
@@ -56,19 +57,20 @@ def evaluate_task(bundle_dir: str, data_dir: str) -> dict:
 
 @task(name="register-bundle")
 def register_task(bundle_dir: str, run_id: str, report: dict, params: Params) -> str:
-    """Log evaluation and the bundle to MLflow; register it under the candidate alias."""
-    tracking.log_evaluation(run_id, report, params.tracking)
-    return tracking.register_bundle(bundle_dir, run_id, params.tracking)
+    """Log the evaluation as its own run; register the bundle as a version of lineguard-<product>."""
+    tracking.log_evaluation(run_id, report, params)
+    return tracking.register_bundle(bundle_dir, run_id, params)
 
 
 @flow(name="lineguard-enroll", log_prints=True)
 def enroll_flow(data_dir: str, bundle_dir: str, params: Params | None = None, prepare: bool = False) -> dict:
     """Enroll a station end to end and return a summary (metrics, MLflow run and model version)."""
     params = params or Params()
+    started = time.time()
     if prepare:
         data_dir = prepare_task(data_dir, params)
     result = enroll_task(data_dir, params, bundle_dir)
-    run_id = track_task(result, params, data_dir) if params.tracking.enabled else None
+    run_id = track_task(result, params, data_dir, started) if params.tracking.enabled else None
     manifest = export_task(bundle_dir, params)
     report = evaluate_task(bundle_dir, data_dir)
     version = register_task(bundle_dir, run_id, report, params) if run_id else None

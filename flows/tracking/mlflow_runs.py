@@ -1,30 +1,40 @@
-"""MLflow tracking and registry: one run per enrollment, the bundle as a model version.
+"""MLflow tracking and registry: a run per enrollment, a linked run per evaluation, a registered model per product.
 
-Embedded default: SQLite under ``mlflow/`` with artifacts beside it. At scale, set
-``tracking.uri`` to a tracking server (PostgreSQL + S3-compatible artifacts behind it).
+Runs are named ``<product>-<algorithm>-<backbone>-<step>``, start when the step started and end
+FINISHED with its duration. An evaluation is its own run, nested under the enrollment it evaluates.
+Each bundle becomes a version of ``lineguard-<product>`` tagged with what it came from: dataset hash,
+model file sha256, threshold configuration, parent version, git commit.
+
+Embedded default: SQLite under ``mlflow/`` (relative to the project root) with artifacts beside it. At
+scale, set ``tracking.uri`` to a tracking server (PostgreSQL + S3-compatible artifacts behind it).
 
 >>> run_id = log_enrollment(result, params, "data/elpv")     # doctest: +SKIP
->>> version = register_bundle("models/elpv/bundle", run_id, params.tracking)  # doctest: +SKIP
+>>> version = register_bundle("models/elpv/bundle", run_id, params)  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 
 from flows.anomaly.enroll import EnrollResult
-from flows.params import Params, TrackingParams
 from flows.evaluation.plots import overlay_grid, score_histogram
+from flows.params import Params, TrackingParams
+from flows.settings import project_root
 from serving.engine.bundle import load_bundle
+
+EXPERIMENT_KIND = "custom_model_development"  # the MLflow UI then opens on runs, not on GenAI traces
 
 
 def _uri(tp: TrackingParams) -> str:
-    """Make a relative ``sqlite:///`` URI absolute (the CLI and DVC may run from elsewhere)."""
+    """A relative ``sqlite:///`` URI resolved against the project root (the CLI and DVC may run from elsewhere)."""
     prefix = "sqlite:///"
     if tp.uri.startswith(prefix) and not tp.uri[len(prefix):].startswith("/"):
-        db = Path(tp.uri[len(prefix):]).resolve()
+        db = (project_root() / tp.uri[len(prefix):]).resolve()
         db.parent.mkdir(parents=True, exist_ok=True)
         return prefix + str(db)
     return tp.uri
@@ -38,13 +48,16 @@ def client(tp: TrackingParams):
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     c = mlflow.MlflowClient(uri, uri)
-    if c.get_experiment_by_name(tp.experiment) is None:
+    exp = c.get_experiment_by_name(tp.experiment)
+    if exp is None:
         location = None
         if uri.startswith("sqlite:"):
-            art = Path(tp.artifact_root).resolve()
+            art = (project_root() / tp.artifact_root).resolve()
             art.mkdir(parents=True, exist_ok=True)
             location = art.as_uri()
-        c.create_experiment(tp.experiment, artifact_location=location)
+        c.create_experiment(tp.experiment, artifact_location=location, tags={"mlflow.experimentKind": EXPERIMENT_KIND})
+    elif exp.tags.get("mlflow.experimentKind") != EXPERIMENT_KIND:
+        c.set_experiment_tag(exp.experiment_id, "mlflow.experimentKind", EXPERIMENT_KIND)
     return c
 
 
@@ -59,33 +72,34 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, str]:
     return out
 
 
-def log_enrollment(result: EnrollResult, params: Params, data_dir: str | Path) -> str:
-    """Start a run with params, enrollment metrics, data lineage and the holdout histogram; return its id."""
+def run_name(params: Params, step: str) -> str:
+    """``<product>-<algorithm>-<backbone>-<step>``: what a run is, readable in the run list."""
+    return f"{params.product}-{params.model.algorithm}-{params.model.backbone}-{step}"
+
+
+def _start(c, params: Params, step: str, started_at: float, tags: dict) -> str:
+    exp = c.get_experiment_by_name(params.tracking.experiment)
+    run = c.create_run(exp.experiment_id, start_time=int(started_at * 1000), run_name=run_name(params, step),
+                       tags={"stage": step, "product": params.product, **tags})
+    return run.info.run_id
+
+
+def log_enrollment(result: EnrollResult, params: Params, data_dir: str | Path, started_at: float | None = None) -> str:
+    """A finished run with params, enrollment metrics, data lineage and the hold-out histogram; return its id."""
     from flows.anomaly.export import git_commit
 
-    tp = params.tracking
-    c = client(tp)
-    exp = c.get_experiment_by_name(tp.experiment)
-    run = c.create_run(exp.experiment_id, tags={
-        "mlflow.runName": f"enroll-{Path(data_dir).name}",
-        "dataset_hash": result.dataset_hash,
-        "dataset_dir": str(Path(data_dir).resolve()),
-        "git_commit": git_commit() or "unknown",
-        "stage": "enroll",
-    })
-    rid = run.info.run_id
+    c = client(params.tracking)
+    started_at = started_at or time.time() - result.timings.get("total_s", 0.0)
+    rid = _start(c, params, "enroll", started_at, {"dataset_hash": result.dataset_hash,
+                                                   "dataset_dir": str(Path(data_dir).resolve()),
+                                                   "git_commit": git_commit() or "unknown"})
     for k, v in _flatten(params.model_dump(mode="json")).items():
         c.log_param(rid, k, v[:500])
     c.log_param(rid, "image_count", result.n_enroll)
     c.log_param(rid, "holdout_count", result.n_holdout)
-    metrics = {
-        "bank_size": result.bank_size,
-        "threshold_image": result.thresholds.image,
-        "threshold_pixel": result.thresholds.pixel,
-        "holdout_frr": result.thresholds.holdout_frr,
-        "peak_rss_mb": result.peak_rss_mb,
-        **result.timings,
-    }
+    metrics = {"bank_size": result.bank_size, "threshold_image": result.thresholds.image,
+               "threshold_pixel": result.thresholds.pixel, "holdout_frr": result.thresholds.holdout_frr,
+               "peak_rss_mb": result.peak_rss_mb, **result.timings}
     for k, v in metrics.items():
         c.log_metric(rid, k, float(v))
     with tempfile.TemporaryDirectory() as tmp:
@@ -100,58 +114,74 @@ def log_enrollment(result: EnrollResult, params: Params, data_dir: str | Path) -
                                  for i in top], [f"held-out normal {result.holdout_scores[i]:.3g}" for i in top],
                                 Path(tmp) / "holdout_overlays.png")
             c.log_artifact(rid, str(grid), "plots")
+    c.set_terminated(rid, "FINISHED")
     return rid
 
 
-def log_evaluation(run_id: str, report: dict, tp: TrackingParams) -> None:
-    """Log evaluation metrics, the test-score histogram and a grid of heatmap overlays to ``run_id``."""
-    c = client(tp)
-    for k in ("image_auroc", "pixel_auroc", "frr", "escape_rate"):
+def log_evaluation(enroll_run_id: str, report: dict, params: Params, report_dir: str | Path | None = None,
+                   started_at: float | None = None) -> str:
+    """A run of its own for one evaluation, nested under the enrollment run it evaluates; return its id."""
+    c = client(params.tracking)
+    rid = _start(c, params, "evaluate", started_at or time.time(), {
+        "mlflow.parentRunId": enroll_run_id, "enroll_run_id": enroll_run_id,
+        "bundle_version": report.get("bundle_version", ""), "data_dir": str(report.get("data_dir", ""))})
+    for k in ("image_auroc", "pixel_auroc", "frr", "escape_rate", "threshold"):
         if report.get(k) is not None:
-            c.log_metric(run_id, f"eval_{k}", float(report[k]))
+            c.log_metric(rid, k, float(report[k]))
     for k, v in report["latency_ms"].items():
-        c.log_metric(run_id, f"serving_latency_{k}_ms", v)
+        c.log_metric(rid, f"serving_latency_{k}_ms", v)
     results = report.get("_results") or []
-    if not results:
-        return
-    from serving.engine.preprocess import heatmap_overlay
-
     with tempfile.TemporaryDirectory() as tmp:
-        good = [r.score for r in results if not r.label]
-        bad = [r.score for r in results if r.label]
-        hist = score_histogram({"test good": good, "test defect": bad}, report["threshold"], Path(tmp) / "test_scores.png",
-                               "Test scores at the calibrated threshold")
-        ranked = sorted(results, key=lambda r: -r.score)
-        picks = [r for r in ranked if r.label][:6] + [r for r in ranked if not r.label][:2]
-        grid = overlay_grid([heatmap_overlay(r.crop, r.anomaly_map, report["pixel_threshold"]) for r in picks],
-                            [f"{r.defect_type}/{r.path.name} {r.score:.3g}" for r in picks], Path(tmp) / "overlays.png")
-        c.log_artifact(run_id, str(hist), "plots")
-        c.log_artifact(run_id, str(grid), "plots")
+        if results:
+            from serving.engine.preprocess import heatmap_overlay
+
+            good = [r.score for r in results if not r.label]
+            bad = [r.score for r in results if r.label]
+            hist = score_histogram({"test good": good, "test defect": bad}, report["threshold"],
+                                   Path(tmp) / "test_scores.png", "Test scores at the calibrated threshold")
+            ranked = sorted(results, key=lambda r: -r.score)
+            picks = [r for r in ranked if r.label][:6] + [r for r in ranked if not r.label][:2]
+            grid = overlay_grid([heatmap_overlay(r.crop, r.anomaly_map, report["pixel_threshold"]) for r in picks],
+                                [f"{r.defect_type}/{r.path.name} {r.score:.3g}" for r in picks], Path(tmp) / "overlays.png")
+            c.log_artifact(rid, str(hist), "plots")
+            c.log_artifact(rid, str(grid), "plots")
+        summary = {k: v for k, v in report.items() if not k.startswith("_") and k != "verdicts"}
+        (Path(tmp) / "evaluation.json").write_text(json.dumps(summary, indent=1, default=str))
+        c.log_artifact(rid, str(Path(tmp) / "evaluation.json"))
+    if report_dir is not None:
+        c.log_artifacts(rid, str(report_dir), "report")
+    c.set_terminated(rid, "FINISHED")
+    return rid
 
 
-def register_bundle(bundle_dir: str | Path, run_id: str, tp: TrackingParams) -> str:
-    """Log the verified bundle's files to the run and register them as a model version with ``tp.alias``."""
+def register_bundle(bundle_dir: str | Path, run_id: str, params: Params) -> str:
+    """Log the verified bundle's files to the run and register them as a version of ``lineguard-<product>``."""
     bundle = load_bundle(bundle_dir)
+    tp, name = params.tracking, params.model_name
     c = client(tp)
     with tempfile.TemporaryDirectory() as tmp:
-        # Only the manifest's files travel: enrollment.pt is training-side state.
+        # only the manifest's files travel: enrollment.pt is training-side state
         stage = Path(tmp) / "bundle"
-        for name in [*bundle.manifest.files, "manifest.json"]:
-            dst = stage / name
+        for f in [*bundle.manifest.files, "manifest.json"]:
+            dst = stage / f
             dst.parent.mkdir(parents=True, exist_ok=True)
-            dst.write_bytes((bundle.root / name).read_bytes())
+            dst.write_bytes((bundle.root / f).read_bytes())
         c.log_artifacts(run_id, str(stage), "bundle")
     m = bundle.manifest
     c.log_metric(run_id, "onnx_parity_max_rel_diff", m.parity["onnx_max_rel_diff"])
     c.set_tag(run_id, "bundle_version", m.bundle_version)
     c.set_tag(run_id, "tensorrt", "built" if m.tensorrt.built else "not built")
     try:
-        c.get_registered_model(tp.model_name)
+        c.get_registered_model(name)
     except Exception:  # noqa: BLE001 - mlflow raises a generic RestException for "not found"
-        c.create_registered_model(tp.model_name, description="Lineguard engine bundles (ONNX + manifest)")
-    source = f"{c.get_run(run_id).info.artifact_uri}/bundle"
-    mv = c.create_model_version(tp.model_name, source, run_id=run_id,
-                                tags={"bundle_version": m.bundle_version, "dataset_hash": m.provenance.dataset_hash},
-                                description=f"{m.algorithm} on {m.backbone}, threshold {m.thresholds.image:.4g}")
-    c.set_registered_model_alias(tp.model_name, tp.alias, mv.version)
+        c.create_registered_model(name, description=f"Lineguard engine bundles for {params.product} (ONNX + manifest)")
+    t = m.thresholds
+    tags = {"bundle_version": m.bundle_version, "dataset_hash": m.provenance.dataset_hash,
+            "model_sha256": m.files[m.model_file].sha256, "model_kind": m.model_kind,
+            "threshold_config": json.dumps({"image": t.image, "pixel": t.pixel, "target_frr": t.target_frr,
+                                            "method": t.method}),
+            "parent_version": m.provenance.parent_version or "", "git_commit": m.provenance.git_commit or "unknown"}
+    mv = c.create_model_version(name, f"{c.get_run(run_id).info.artifact_uri}/bundle", run_id=run_id, tags=tags,
+                                description=f"{m.algorithm} on {m.backbone}, threshold {t.image:.4g}")
+    c.set_registered_model_alias(name, tp.alias, mv.version)
     return str(mv.version)

@@ -83,6 +83,8 @@ class Provenance(StrictModel):
     lineguard_version: str
     torch_version: str | None = None
     anomalib_version: str | None = None
+    parent_version: str | None = Field(None, description="the bundle this one was derived from (recalibration)")
+    created_by: str | None = Field(None, description="who made it (user@host)")
 
 
 class FileEntry(StrictModel):

@@ -57,6 +57,19 @@ class InputSpec(StrictModel):
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
 
 
+MAX_UPSCALE = 4.0  #: a ROI enlarged more than this to reach the model's input is a mistake (details are invented)
+
+
+def check_roi_scale(roi: "Roi | None", spec: "InputSpec", *, source: str = "roi") -> None:
+    """Refuse a ROI so small that the engine would have to enlarge it more than :data:`MAX_UPSCALE` times."""
+    if roi is None:
+        return
+    factor = max(spec.height / roi.h, spec.width / roi.w)
+    if factor > MAX_UPSCALE:
+        raise RoiError(f"{source} {roi.w}x{roi.h} px would be enlarged {factor:.0f}x to the model's "
+                       f"{spec.width}x{spec.height} input; draw a larger ROI or lower model.input_size")
+
+
 def crop_roi(image: np.ndarray, roi: Roi | None, *, source: str = "image") -> np.ndarray:
     """Crop ``roi`` out of an HxWxC image; raise :class:`RoiError` if it does not fit."""
     if roi is None:

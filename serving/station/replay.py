@@ -11,6 +11,7 @@ folder shows where the station agrees with the truth.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from serving.images import IMAGE_SUFFIXES, read_image
 from serving.engine.preprocess import Roi
 from serving.errors import ImageError
 from serving.gate import GateRules, History
-from serving.station.inspect import inspect
+from serving.station.inspect import Inspection, inspect
 
 
 @dataclass
@@ -53,33 +54,46 @@ def replay_paths(images: Path) -> list[Path]:
     return paths
 
 
-def replay(bundle: str | Path, images: str | Path, *, overlays: str | Path | None = None, limit: int | None = None,
-           rules: GateRules | None = None, roi: str | None = None) -> list[ReplayRow]:
-    """Inspect every image at batch 1, in order; write heatmap overlays of FAILs to ``overlays``."""
-    engine = AnomalyEngine.load(bundle)
-    if roi:
-        engine.roi = Roi.parse(roi)
-    rules = (rules or GateRules()).with_calibration(engine.thresholds.image, engine.thresholds.pixel)
+def inspect_folder(engine: AnomalyEngine, rules: GateRules, paths: list[Path]) -> Iterator[tuple[Path, Inspection, np.ndarray | None]]:
+    """Inspect each image in order, as the station would (persistence counts across them); yield
+    (path, inspection, image). An unreadable file is a ``corrupt_frame`` part, as at the station."""
     history = History(rules.persistence_m)
-    root = Path(images)
-    out_dir = Path(overlays) if overlays else None
-    if out_dir:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for seq, path in enumerate(replay_paths(root)[:limit], start=1):
-        truth = path.parent.name if path.parent != root else None
+    for path in paths:
         try:
             img, error, detail = read_image(path), None, ""
         except ImageError as exc:
             img, error, detail = None, "corrupt_frame", str(exc)
         insp = inspect(engine, rules, img, history=history.window(), source=str(path), error=error, detail=detail)
         history.push(insp.decision)
+        yield path, insp, img
+
+
+def open_engine(bundle: str | Path, rules: GateRules | None = None, roi: str | None = None) -> tuple[AnomalyEngine, GateRules]:
+    """The bundle's engine (ROI overridden if given) and the gate rules completed with its calibration."""
+    engine = AnomalyEngine.load(bundle)
+    if roi:
+        engine.roi = Roi.parse(roi)
+    return engine, (rules or GateRules()).with_calibration(engine.thresholds.image, engine.thresholds.pixel)
+
+
+def replay(bundle: str | Path, images: str | Path, *, overlays: str | Path | None = None, limit: int | None = None,
+           rules: GateRules | None = None, roi: str | None = None) -> list[ReplayRow]:
+    """Inspect every image at batch 1, in order; write heatmap overlays of FAILs and of escapes to ``overlays``."""
+    engine, rules = open_engine(bundle, rules, roi)
+    root = Path(images)
+    out_dir = Path(overlays) if overlays else None
+    if out_dir:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for seq, (path, insp, _) in enumerate(inspect_folder(engine, rules, replay_paths(root)[:limit]), start=1):
+        truth = path.parent.name if path.parent != root else None
         d = insp.decision
         ms = sum(insp.latency_ms.get(k, 0.0) for k in ("preprocess", "inference"))
         row = ReplayRow(seq, path, truth, insp.score, d.verdict, d.rule, insp.area_px, ms,
                         error=d.reasons[0] if d.rule.startswith("fail_safe") else None)
-        if out_dir and d.verdict == "FAIL" and insp.result is not None:
-            row.overlay = out_dir / f"{seq:05d}_{path.stem}.png"
+        escape = truth is not None and truth != "good" and d.verdict == "PASS"
+        if out_dir and (d.verdict == "FAIL" or escape) and insp.result is not None:
+            row.overlay = out_dir / f"{seq:05d}_{'escape_' if escape else ''}{path.stem}.png"
             cv2.imwrite(str(row.overlay), np.ascontiguousarray(insp.result.overlay(rules.pixel_threshold)[:, :, ::-1]))
         rows.append(row)
     return rows

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from serving.alarms import Alarms
 from serving.config import StationConfig
 from serving.engine.anomaly import AnomalyEngine
-from serving.engine.preprocess import Roi
+from serving.engine.preprocess import Roi, check_roi_scale
 from serving.errors import LineguardError
 from serving.evidence.record import InspectionRecord
 from serving.evidence.store import EvidenceStore
@@ -93,6 +93,7 @@ class Station:
         engine = AnomalyEngine.load(path)
         if self.cfg.roi:
             engine.roi = Roi.parse(self.cfg.roi)
+            check_roi_scale(engine.roi, engine.spec, source="roi")
         engine.warmup()
         return engine
 

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import time
 
 
 def station(*args):
@@ -36,3 +37,62 @@ def test_replay_prints_pass_fail_table_and_fails_safe_on_a_corrupt_frame(bundle_
 def test_replay_of_a_missing_folder_is_a_clear_error(bundle_dir, tmp_path):
     out = station("replay", "--bundle", str(bundle_dir), "--images", str(tmp_path / "nope"))
     assert out.returncode == 2 and "nope: no such file or folder" in out.stderr
+
+
+def test_ports_come_from_flags_or_environment_and_paths_from_the_config_folder(tmp_path, make_config):
+    import os
+    import urllib.request
+
+    import yaml
+
+    from services import free_port
+
+    cfg = make_config(max_frames=2)
+    data = cfg.model_dump(mode="json")
+    data["evidence"]["dir"] = "ev"  # relative: to the config file, wherever it is copied
+    data["evidence"]["sync_url"] = "synced"  # a folder that does not exist yet: created, not an alarm
+    copied = tmp_path / "elsewhere"
+    copied.mkdir()
+    (copied / "station.yaml").write_text(yaml.safe_dump(data))
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "serving.cli", "run", "--config", str(copied / "station.yaml")],
+                            env={**os.environ, "LINEGUARD_API_PORT": str(port)}, stdout=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:
+            if "replay finished" in line:
+                break
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+            assert r.status == 200
+        deadline = time.monotonic() + 15
+        while not (copied / "synced" / cfg.station_id / "records.jsonl").exists():
+            assert time.monotonic() < deadline, "sync folder not created and filled"
+            time.sleep(0.2)
+    finally:
+        proc.terminate()
+        proc.wait(15)
+    assert (copied / "ev" / "evidence.db").exists()
+
+
+def test_export_evidence_decrypts_records_and_pictures(tmp_path, make_config):
+    from serving.station.runtime import Station
+
+    cfg = make_config()
+    st = Station(cfg).start()
+    assert st.wait(30)
+    st.stop()
+    import yaml
+
+    (tmp_path / "station.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    out = station("export-evidence", "--config", str(tmp_path / "station.yaml"), "--out", str(tmp_path / "x"),
+                  "--verdict", "FAIL")
+    assert out.returncode == 0, out.stderr
+    rows = (tmp_path / "x" / "records.csv").read_text().splitlines()
+    fails = st.state.counts["FAIL"]
+    assert len(rows) == 1 + fails and "verdict" in rows[0]
+    pngs = list((tmp_path / "x" / "images").glob("*.png"))
+    assert len(pngs) == 2 * fails and all(p.read_bytes().startswith(b"\x89PNG") for p in pngs)
+    data = cfg.model_dump(mode="json")
+    data["evidence"]["key_file"] = str(tmp_path / "missing.key")
+    (tmp_path / "nokey.yaml").write_text(yaml.safe_dump(data))
+    bad = station("export-evidence", "--config", str(tmp_path / "nokey.yaml"), "--out", str(tmp_path / "y"))
+    assert bad.returncode == 2 and "export needs the engineer's copy of the evidence key" in bad.stderr

@@ -1,0 +1,63 @@
+"""Evidence out of the station for offline study: records and their pictures, decrypted, in plain files.
+
+Needs the evidence key (``evidence.key_file``): only someone who may read it -- an engineer -- can
+export. Writes ``records.jsonl`` and ``records.csv`` and, per record with pictures,
+``images/<seq>_crop.png`` and ``images/<seq>_overlay.png``.
+
+>>> export_evidence(cfg.evidence, cfg.station_id, "evidence-export", since=time.time() - 3600)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from serving.alarms import Alarms
+from serving.errors import ConfigError
+from serving.evidence.config import EvidenceConfig
+from serving.evidence.store import EvidenceStore
+
+CSV_FIELDS = ("id", "seq", "boot_id", "wall_time", "verdict", "rule", "score", "area_px", "disposition",
+              "disposition_class", "disposition_user", "bundle_version", "crop", "overlay")
+
+
+def export_evidence(cfg: EvidenceConfig, station_id: str, out: str | Path, *, since: float | None = None,
+                    until: float | None = None, verdict: str | None = None) -> dict[str, int]:
+    """Write the records (and their decrypted pictures) between ``since`` and ``until`` to ``out``."""
+    alarms = Alarms()
+    store = EvidenceStore(cfg, alarms, station_id)
+    if store.vault is None:
+        store.close()
+        raise ConfigError(f"evidence.key_file {cfg.key_file}: cannot read the key, so nothing can be decrypted; "
+                          "export needs the engineer's copy of the evidence key")
+    where, args = ["1=1"], []
+    for clause, value in (("wall_time >= ?", since), ("wall_time <= ?", until), ("verdict = ?", verdict)):
+        if value is not None:
+            where.append(clause)
+            args.append(value)
+    out = Path(out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    counts = {"records": 0, "images": 0, "unreadable_images": 0}
+    try:
+        rows = store.query(" AND ".join(where), tuple(args), limit=10_000_000, order="id")
+        with open(out / "records.jsonl", "w") as jl, open(out / "records.csv", "w", newline="") as fh:
+            table = csv.DictWriter(fh, CSV_FIELDS)
+            table.writeheader()
+            for r in rows:
+                files = {}
+                for kind, name in (("crop", r.crop_file), ("overlay", r.overlay_file)):
+                    if not name:
+                        continue
+                    try:
+                        target = out / "images" / f"{r.seq:08d}_{kind}.png"
+                        target.write_bytes(store.read_image(name))
+                        files[kind] = str(target.relative_to(out))
+                        counts["images"] += 1
+                    except Exception:  # noqa: BLE001 - a damaged or foreign file is listed, the export goes on
+                        counts["unreadable_images"] += 1
+                jl.write(r.model_dump_json() + "\n")
+                table.writerow({**{k: getattr(r, k, None) for k in CSV_FIELDS if k not in ("crop", "overlay")}, **files})
+                counts["records"] += 1
+    finally:
+        store.close()
+    return counts
