@@ -46,23 +46,21 @@ def _child(*args: str) -> dict:
     return json.loads(lines[-1][len("RESULT "):])
 
 
-def _params(size: int, holdout: float | None = None, ratio: float | None = None):
+def _params(size: int, ratio: float | None = None):
     from flows.params import load_params
 
     ov = {"model.input_size": size, "tracking.enabled": False}
-    if holdout:
-        ov["calibration.holdout_fraction"] = holdout
     if ratio:
         ov["model.coreset_ratio"] = ratio
     return load_params(ROOT / "params.yaml", ov)
 
 
 # ---------------------------------------------------------------- Lineguard
-def ours_enroll(data: str, out: str, size: int, holdout: str = "", ratio: str = "") -> None:
+def ours_enroll(data: str, out: str, size: int, ratio: str = "") -> None:
     from flows.anomaly.enroll import enroll
     from flows.anomaly.export import export_bundle
 
-    params = _params(size, float(holdout) if holdout else None, float(ratio) if ratio else None)
+    params = _params(size, float(ratio) if ratio else None)
     r = enroll(data, params, out, progress=False)
     t = time.perf_counter()
     m = export_bundle(out, params.export)
@@ -256,7 +254,7 @@ def main() -> int:
         if system in ("lineguard", "lineguard_edge"):
             bundle = work / ("bundle" if system == "lineguard" else "bundle_edge")
             ratio = str(args.edge_ratio) if system == "lineguard_edge" else ""
-            res[system] = {**_child("ours_enroll", str(data), str(bundle), str(size), "", ratio),
+            res[system] = {**_child("ours_enroll", str(data), str(bundle), str(size), ratio),
                            **_child("ours_serve", str(bundle), str(data))}
         else:
             res["anomalib"] = {**_child("anomalib_run", str(data), str(work / "anomalib"), str(size),

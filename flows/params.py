@@ -42,6 +42,7 @@ class ModelParams(StrictModel):
     coreset_ratio: float = Field(0.1, gt=0.0, le=1.0)
     coreset_chunk: int = Field(16384, ge=256)
     padim_features: int = Field(100, gt=0)
+    fingerprint_dims: int = Field(32, ge=1, le=256, description="length of the per-part fingerprint for drift")
     batch_size: int = Field(16, gt=0)
     seed: int = 0
 
@@ -54,12 +55,20 @@ class EnrollParams(StrictModel):
 
 
 class CalibrationParams(StrictModel):
-    """Threshold calibration from held-out normal images."""
+    """Threshold calibration from normal images only: every normal scored unseen, k-fold."""
 
-    holdout_fraction: float = Field(0.2, gt=0.0, lt=1.0)
-    min_holdout: int = Field(8, ge=2)
+    folds: int = Field(3, ge=2, le=10, description="each fold is scored against a bank built without it")
     target_frr: float = Field(0.01, gt=0.0, lt=0.5)
     pixel_fpr: float = Field(0.001, gt=0.0, lt=0.5)
+
+
+class RecalibrateParams(StrictModel):
+    """Updating a bundle with new normals (``lineguard recalibrate``)."""
+
+    min_new_normals: int = Field(20, ge=5, description="fewer new normals than this are refused")
+    far_spreads: float = Field(3.0, gt=0, description="new normals whose fingerprint centroid lies this many "
+                                                      "baseline spreads from the old one (or most of which the "
+                                                      "current model rejects) get a rebuild warning")
 
 
 class ExportParams(StrictModel):
@@ -92,6 +101,7 @@ class Params(StrictModel):
     model: ModelParams = ModelParams()
     enroll: EnrollParams = EnrollParams()
     calibration: CalibrationParams = CalibrationParams()
+    recalibrate: RecalibrateParams = RecalibrateParams()
     export: ExportParams = ExportParams()
     tracking: TrackingParams = TrackingParams()
 

@@ -135,9 +135,15 @@ def _export_evidence(args: argparse.Namespace) -> int:
     import datetime
 
     from serving.config import load_config
-    from serving.evidence.export import export_evidence
+    from serving.evidence.export import export_capture, export_evidence
 
     cfg = load_config(args.config)
+    if args.capture:
+        counts = export_capture(cfg.evidence, cfg.station_id, args.capture, args.out)
+        print(f"exported {counts['normal']} confirmed normals of capture {args.capture} to {args.out}/good "
+              f"({counts['excluded']} excluded); next: lineguard recalibrate --bundle BUNDLE --normals {args.out} "
+              "--out NEW_BUNDLE")
+        return 0
     when = lambda text: datetime.datetime.fromisoformat(text).timestamp() if text else None  # noqa: E731
     counts = export_evidence(cfg.evidence, cfg.station_id, args.out, since=when(args.since), until=when(args.until),
                              verdict=args.verdict)
@@ -192,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--since", help="ISO time, e.g. 2026-11-27T08:00")
     e.add_argument("--until", help="ISO time")
     e.add_argument("--verdict", choices=["PASS", "FAIL"], help="only this verdict")
+    e.add_argument("--capture", help="instead: the confirmed normals of this recalibration capture, as crops in OUT/good")
     e.set_defaults(func=_export_evidence)
     k = sub.add_parser("gen-key", help="create an AES-256 key file for the evidence buffer")
     k.add_argument("path", help="key file to create (refuses to overwrite)")

@@ -5,7 +5,7 @@ and ``evidence`` in theirs); :class:`StationConfig` composes them and adds the w
 Every check, cross-field ones included, runs here, before anything starts.
 
 >>> cfg = load_config("station.example.yaml")  # doctest: +SKIP
->>> cfg.actuator.kind
+>>> cfg.actuator.kind                          # doctest: +SKIP
 'modbus'
 """
 
@@ -18,6 +18,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from serving.errors import ConfigError
+from serving.drift.stability import StabilityConfig
 from serving.evidence.config import EvidenceConfig
 from serving.gate.rules import GateRules
 from serving.lineio.actuation.config import ActuatorConfig
@@ -56,6 +57,7 @@ class StationConfig(StrictModel):
     actuator: ActuatorConfig = ActuatorConfig()
     evidence: EvidenceConfig = EvidenceConfig()
     api: ApiConfig = ApiConfig()
+    stability: StabilityConfig = StabilityConfig()
     max_frames: int | None = Field(None, ge=1, description="stop after this many frames (replay, tests)")
 
     @model_validator(mode="after")

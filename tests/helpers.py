@@ -64,3 +64,36 @@ def station_config(tmp: Path, bundle: Path, images: Path, **sections):
         else:
             data[name] = value
     return parse_config(data)
+
+
+def schema1_bundle(src: Path, dst: Path) -> Path:
+    """A copy of bundle ``src`` as the previous schema wrote it: no fingerprint output, no baseline, no stated FRR.
+
+    The graph keeps its first three outputs (onnx needed: skips in the station-only venv)."""
+    import json
+    import shutil
+
+    onnx = pytest.importorskip("onnx", reason="rewriting a graph needs onnx (pipeline venv)")
+    from serving.engine.bundle import MANIFEST, file_entries
+
+    shutil.copytree(src, dst)
+    graph = onnx.load(dst / "model.onnx")
+    keep = [o for o in graph.graph.output if o.name != "embedding"]
+    del graph.graph.output[:]
+    graph.graph.output.extend(keep)
+    onnx.save(graph, dst / "model.onnx")
+    (dst / "explain" / "fingerprints.npy").unlink(missing_ok=True)
+    (dst / "explain" / "reference.json").unlink(missing_ok=True)
+    raw = json.loads((dst / MANIFEST).read_text())
+    raw["schema_version"], raw["outputs"] = 1, ["score", "anomaly_map", "patch_match"]
+    raw.pop("baseline", None)
+    raw["explain"].pop("fingerprints", None)
+    raw["explain"].pop("reference", None)
+    for k in ("frr_expected", "frr_interval", "n_normals", "folds"):
+        raw["thresholds"].pop(k, None)
+    for k in ("parent_version", "created_by"):
+        raw["provenance"].pop(k, None)
+    names = [n for n in raw["files"] if (dst / n).exists()]
+    raw["files"] = {k: v.model_dump() for k, v in file_entries(dst, names).items()}
+    (dst / MANIFEST).write_text(json.dumps(raw, indent=2))
+    return dst

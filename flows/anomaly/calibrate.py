@@ -1,26 +1,29 @@
-"""Thresholds from normal images alone, with an explicit expected false-reject rate.
+"""Thresholds from normal images alone, with a stated guarantee: a conformal quantile of unseen normal scores.
 
-An F1-optimal threshold needs defects in validation; without them it picks the
-minimum score and every part fails. Here the image threshold is the
-``1 - target_frr`` quantile of held-out normal scores: the larger of the
-empirical quantile and a log-normal tail fit (with 40 held-out images the
-empirical 99th percentile is just the maximum, so the fit carries the tail).
-The pixel threshold is the ``1 - pixel_fpr`` quantile of normal map pixels.
+Every training normal is scored *as unseen* (k-fold: each fold against a memory bank built without
+it). The image threshold is the ``r``-th smallest of those ``n`` scores with ``r = ceil((n+1)(1-a))``
+for a target false-reject rate ``a``: for a new normal part exchangeable with them, the chance of
+scoring above it is at most ``a`` (split-conformal), and the false-reject rate it gives is
+distributed Beta(n+1-r, r) -- its mean and 95 % interval go into the manifest with ``n``. The fold
+banks are smaller than the final bank, so unseen scores err high and the guarantee holds with room.
+The pixel threshold is the ``1 - pixel_fpr`` quantile of the unseen normals' map pixels.
 
 >>> import numpy as np
->>> rng = np.random.default_rng(0)
->>> t = calibrate(rng.lognormal(0, 0.1, 40), rng.lognormal(0, 0.1, (40, 8, 8)), target_frr=0.01, pixel_fpr=0.001)
->>> bool(t.image > np.exp(0.1 * 2.3))
-True
+>>> t = calibrate(np.arange(1.0, 201.0), np.ones((200, 4, 4)), target_frr=0.01, pixel_fpr=0.001)
+>>> t.image, round(t.frr_expected, 4), t.n_normals
+(199.0, 0.01, 200)
 """
 
 from __future__ import annotations
 
-from statistics import NormalDist
+import math
 
 import numpy as np
+from scipy.stats import beta
 
 from serving.engine.bundle import ScoreStats, Thresholds
+
+METHOD = "conformal quantile of k-fold unseen normal scores"
 
 
 def score_stats(x: np.ndarray) -> ScoreStats:
@@ -31,43 +34,45 @@ def score_stats(x: np.ndarray) -> ScoreStats:
                       p50=float(q[0]), p95=float(q[1]), p99=float(q[2]), max=float(x.max()))
 
 
-def lognormal_quantile(scores: np.ndarray, q: float) -> float:
-    """``q`` quantile of a log-normal fitted to positive ``scores``."""
-    logs = np.log(np.clip(np.asarray(scores, np.float64), 1e-12, None))
-    sigma = logs.std(ddof=1) if logs.size > 1 else 0.0
-    return float(np.exp(logs.mean() + NormalDist().inv_cdf(q) * sigma))
+def conformal_rank(n: int, target_frr: float) -> int:
+    """The rank (1-based, ascending) of the unseen score used as threshold; ``n`` when too few normals."""
+    return min(n, math.ceil((n + 1) * (1.0 - target_frr)))
 
 
-def image_threshold(normal_scores: np.ndarray, target_frr: float) -> tuple[float, str]:
-    """(threshold, method) for a target false-reject rate on normal image scores."""
-    scores = np.asarray(normal_scores, np.float64)
+def expected_frr(n: int, rank: int) -> tuple[float, tuple[float, float]]:
+    """Mean and 95 % interval of the false-reject rate a rank-``rank`` threshold over ``n`` unseen normals gives."""
+    a, b = n + 1 - rank, rank
+    return a / (n + 1), (float(beta.ppf(0.025, a, b)), float(beta.ppf(0.975, a, b)))
+
+
+def image_threshold(unseen_scores: np.ndarray, target_frr: float) -> tuple[float, int]:
+    """(threshold, rank) for a target false-reject rate over unseen normal scores."""
+    scores = np.sort(np.asarray(unseen_scores, np.float64))
     if scores.size < 2:
-        raise ValueError("need at least 2 held-out normal scores to calibrate")
+        raise ValueError("need at least 2 unseen normal scores to calibrate")
     if not np.all(np.isfinite(scores)):
-        raise ValueError("held-out normal scores contain NaN/inf; the model or images are broken")
-    q = 1.0 - target_frr
-    empirical = float(np.quantile(scores, q))
-    parametric = lognormal_quantile(scores, q) if np.all(scores > 0) else empirical
-    if parametric >= empirical:
-        return parametric, "lognormal-tail"
-    return empirical, "empirical-quantile"
+        raise ValueError("unseen normal scores contain NaN/inf; the model or images are broken")
+    rank = conformal_rank(scores.size, target_frr)
+    return float(scores[rank - 1]), rank
 
 
-def calibrate(normal_scores: np.ndarray, normal_maps: np.ndarray, *, target_frr: float, pixel_fpr: float) -> Thresholds:
-    """Image and pixel thresholds from held-out normal scores and anomaly maps only."""
-    scores = np.asarray(normal_scores, np.float64)
-    thr, method = image_threshold(scores, target_frr)
-    pixels = np.asarray(normal_maps, np.float32).ravel()
+def min_normals(target_frr: float) -> int:
+    """How many normals a target false-reject rate needs before its conformal quantile exists (below, the max)."""
+    return math.ceil(1.0 / target_frr) - 1
+
+
+def calibrate(unseen_scores: np.ndarray, unseen_maps: np.ndarray, *, target_frr: float, pixel_fpr: float,
+              folds: int = 0) -> Thresholds:
+    """Image and pixel thresholds from unseen normal scores and anomaly maps only."""
+    scores = np.asarray(unseen_scores, np.float64)
+    thr, rank = image_threshold(scores, target_frr)
+    mean, interval = expected_frr(scores.size, rank)
+    pixels = np.asarray(unseen_maps, np.float32).ravel()
     pix_thr = float(np.quantile(pixels, 1.0 - pixel_fpr))
-    # By construction thr >= the (1-frr) quantile of normals, so at most ~frr of them fail.
     return Thresholds(
-        image=thr,
-        pixel=pix_thr,
-        target_frr=target_frr,
-        holdout_frr=float(np.mean(scores > thr)),
-        pixel_fpr=float(np.mean(pixels > pix_thr)),
-        method=method,
-        normal_image_scores=score_stats(scores),
+        image=thr, pixel=pix_thr, target_frr=target_frr, holdout_frr=rate_above(scores, thr),
+        pixel_fpr=float(np.mean(pixels > pix_thr)), method=METHOD, frr_expected=mean, frr_interval=interval,
+        n_normals=int(scores.size), folds=folds, normal_image_scores=score_stats(scores),
         normal_pixel_scores=score_stats(pixels[:: max(1, pixels.size // 200_000)]),
         normal_scores=[float(v) for v in scores],
     )

@@ -24,23 +24,37 @@ import torch
 from flows.progress import progress as progress_bar
 
 
-def kcenter_greedy(x: torch.Tensor, k: int, start: int = 0) -> torch.Tensor:
-    """Greedy k-center on the rows of ``x``: indices of ``k`` rows, farthest-first."""
+def kcenter_greedy(x: torch.Tensor, k: int, start: int = 0, min_d: torch.Tensor | None = None,
+                   stop_below: float | None = None) -> tuple[torch.Tensor, float]:
+    """Greedy k-center on the rows of ``x``: (indices of up to ``k`` rows, farthest-first; the covering radius²).
+
+    ``min_d`` (squared distance of each row to centres chosen before, e.g. an existing memory bank)
+    continues a selection instead of starting one: the first pick is then the row farthest from them.
+    ``stop_below`` ends it early once every row lies within that squared distance of a centre.
+    """
     n = x.shape[0]
     k = min(k, n)
     sq = (x * x).sum(1)
-    min_d = torch.full((n,), float("inf"), dtype=x.dtype)
+    if min_d is None:
+        min_d = torch.full((n,), float("inf"), dtype=x.dtype)
+        idx = start
+    else:
+        min_d = min_d.to(x.dtype).clone()
+        idx = int(torch.argmax(min_d))
     d = torch.empty_like(min_d)
     out = torch.empty(k, dtype=torch.long)
-    idx = start
+    picked = 0
     for i in range(k):
+        if stop_below is not None and float(min_d[idx]) <= stop_below:
+            break
         out[i] = idx
+        picked += 1
         # |x - c|^2 = |x|^2 - 2 x.c + |c|^2, one GEMV per step
         torch.addmv(sq, x, x[idx], alpha=-2.0, out=d)
         d += sq[idx]
         torch.minimum(min_d, d, out=min_d)
         idx = int(torch.argmax(min_d))
-    return out
+    return out[:picked], float(min_d[idx])
 
 
 def coreset_indices(
@@ -50,26 +64,55 @@ def coreset_indices(
     chunk_size: int = 16384,
     seed: int = 0,
     progress: bool = False,
+    existing: torch.Tensor | None = None,
+    existing_sq: torch.Tensor | None = None,
+    stop_below: float | None = None,
+    radius: list | None = None,
 ) -> torch.Tensor:
     """Indices of ``ceil(ratio * N)``-ish rows of ``features`` [N, D] that cover the rest.
 
     ``chunk_size`` rows are processed at a time (keep chunk_size x D x 4 bytes
     within the CPU's cache); each chunk contributes ``round(ratio * len(chunk))``
-    centres, at least one.
+    centres, at least one. With ``existing`` (a memory bank already built) or
+    ``existing_sq`` (each row's squared distance to it, already computed), the
+    selection continues from it, and with ``stop_below`` it stops once the rows
+    are covered as tightly as the bank covered its own normals: merging new
+    normals adds only what the bank lacks (incremental recalibration). The
+    covering radius² reached is appended to ``radius`` when given.
     """
     if not 0.0 < ratio <= 1.0:
         raise ValueError(f"coreset ratio {ratio} must be in (0, 1]")
     n = features.shape[0]
     if ratio == 1.0:
         return torch.arange(n)
+    seed_d = existing_sq
+    if seed_d is None and existing is not None and len(existing):
+        seed_d = nearest_sq_distance(features, existing)
     gen = torch.Generator().manual_seed(seed)
     perm = torch.randperm(n, generator=gen)
     n_chunks = max(1, math.ceil(n / chunk_size))
     chunks = torch.tensor_split(perm, n_chunks)
-    selected = []
+    selected, reached = [], 0.0
     with torch.no_grad():
         for chunk in progress_bar(chunks, desc="coreset", unit="chunk", enabled=progress):
             x = features[chunk].float().contiguous()
             k = max(1, round(ratio * len(chunk)))
-            selected.append(chunk[kcenter_greedy(x, k)])
+            idx, r = kcenter_greedy(x, k, min_d=None if seed_d is None else seed_d[chunk], stop_below=stop_below)
+            selected.append(chunk[idx])
+            reached = max(reached, r)
+    if radius is not None:
+        radius.append(reached)
     return torch.cat(selected).sort().values
+
+
+def nearest_sq_distance(x: torch.Tensor, bank: torch.Tensor, block: int = 8192) -> torch.Tensor:
+    """Squared distance of each row of ``x`` to its nearest row of ``bank`` (blocked GEMMs)."""
+    bank = bank.float()
+    bsq = (bank * bank).sum(1)
+    out = torch.empty(x.shape[0])
+    with torch.no_grad():
+        for i in range(0, x.shape[0], block):
+            xb = x[i : i + block].float()
+            d = torch.addmm(bsq.unsqueeze(0), xb, bank.t(), alpha=-2.0) + (xb * xb).sum(1, keepdim=True)
+            out[i : i + block] = d.amin(1).clamp_min_(0)
+    return out

@@ -30,6 +30,7 @@ from flows.anomaly.enroll import load_enrollment, restore_model
 from flows.anomaly.model import OUTPUT_NAMES, AnomalyScorer
 from flows.params import ExportParams
 from flows.anomaly.tensorrt_build import build_engine, trtexec_command
+from serving.drift.baseline import Baseline
 from serving.engine.bundle import MODEL_FILE, SCHEMA_VERSION, Manifest, Provenance, TensorRTInfo, Thresholds, file_entries, write_manifest
 from serving.engine.backends import OrtBackend, TensorRTBackend, tensorrt_available
 from serving.errors import LineguardError
@@ -93,9 +94,12 @@ def _write_explain(root: Path, ckpt: dict) -> list[str]:
         cv2.imwrite(str(root / name), thumb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 85])
         names.append(name)
     np.save(ex / "bank_source.npy", ckpt["bank_source"])
+    np.save(ex / "fingerprints.npy", np.asarray(ckpt["fingerprints"], np.float32))
     (ex / "normals.json").write_text(json.dumps({"files": ckpt["enroll_files"],
                                                  "bank_source_columns": ["image_index", "row", "col"]}, indent=1))
-    return [*names, "explain/bank_source.npy", "explain/normals.json"]
+    (ex / "reference.json").write_text(json.dumps(ckpt["reference"]))  # per-normal rows for drift reports
+    return [*names, "explain/bank_source.npy", "explain/fingerprints.npy", "explain/normals.json",
+            "explain/reference.json"]
 
 
 def export_bundle(bundle_dir: str | Path, ep: ExportParams, *, trt: bool | None = None) -> Manifest:
@@ -104,7 +108,7 @@ def export_bundle(bundle_dir: str | Path, ep: ExportParams, *, trt: bool | None 
     ckpt = load_enrollment(root)
     spec = InputSpec.model_validate(ckpt["input"])
     model = restore_model(ckpt)
-    scorer = AnomalyScorer(model).eval()
+    scorer = AnomalyScorer(model, ckpt["embed_mean"], ckpt["embed_proj"]).eval()
     for stale in ("manifest.json", ENGINE_FILE):
         (root / stale).unlink(missing_ok=True)
 
@@ -115,21 +119,25 @@ def export_bundle(bundle_dir: str | Path, ep: ExportParams, *, trt: bool | None 
 
     x = np.stack([preprocess(c, spec) for c in ckpt["parity_crops"]])
     with torch.inference_mode():
-        ref_s, ref_m, _ = scorer(torch.from_numpy(x))
+        ref_s, ref_m, _, ref_e = scorer(torch.from_numpy(x))
     reference = (ref_s.numpy(), ref_m.numpy()[:, 0])
     ort_backend = OrtBackend(onnx_path, providers=["CPUExecutionProvider"])
-    s, m, _ = ort_backend.run(x)  # the whole batch at once: proves the batch axis is dynamic
+    s, m, _, e = ort_backend.run(x)  # the whole batch at once: proves the batch axis is dynamic
     onnx_parity = parity(reference, (s, m[:, 0]))
     check_parity("ONNX Runtime", onnx_parity, ep.parity_rtol)
-    s1, _, _ = ort_backend.run(x[:1])
+    fp_diff = float(np.max(np.abs(e - ref_e.numpy()))) if e.size else 0.0
+    if fp_diff > 1e-2:
+        raise ParityError(f"ONNX Runtime parity check failed: fingerprints differ from torch by {fp_diff:.2e}")
+    s1, _, _, _ = ort_backend.run(x[:1])
     check_parity("ONNX Runtime (batch 1)", parity((reference[0][:1], reference[1][:1]), (s1, m[:1, 0])), ep.parity_rtol)
 
-    files = [MODEL_FILE, *_write_explain(root, ckpt)]
+    report = sorted(str(f.relative_to(root)) for f in (root / "report").rglob("*") if f.is_file())
+    files = [MODEL_FILE, *_write_explain(root, ckpt), *report]
     shape = (3, spec.height, spec.width)
     build_trt = tensorrt_available() if trt is None else trt
     if build_trt:
         info = build_engine(onnx_path, root / ENGINE_FILE, input_name=INPUT_NAME, shape=shape, precision=ep.tensorrt_precision)
-        trt_s, trt_m = TensorRTBackend(root / ENGINE_FILE, list(OUTPUT_NAMES)).run(x)[:2]
+        trt_s, trt_m = TensorRTBackend(root / ENGINE_FILE, list(OUTPUT_NAMES)).run(x)[:2]  # fingerprint: same graph
         trt_parity = parity(reference, (trt_s, trt_m[:, 0]))
         # FP16 cannot hold 1e-3 on every graph; the figure is recorded and checked at the same tolerance.
         check_parity(f"TensorRT {ep.tensorrt_precision}", trt_parity, ep.parity_rtol)
@@ -163,11 +171,13 @@ def export_bundle(bundle_dir: str | Path, ep: ExportParams, *, trt: bool | None 
                 "n_images": float(len(x)), "rtol": ep.parity_rtol, "export_s": export_s},
         tensorrt=tensorrt,
         model_file=MODEL_FILE,
-        explain={"thumbnails": "explain/normals/", "bank_source": "explain/bank_source.npy", "index": "explain/normals.json"},
+        explain={"thumbnails": "explain/normals/", "bank_source": "explain/bank_source.npy",
+                 "fingerprints": "explain/fingerprints.npy", "index": "explain/normals.json",
+                 "reference": "explain/reference.json"},
         provenance=Provenance(
             dataset_hash=ckpt["dataset_hash"],
             image_count=len(ckpt["enroll_files"]),
-            holdout_count=len(ckpt["holdout_files"]),
+            holdout_count=len(ckpt["enroll_files"]),
             params=params,
             git_commit=git_commit(),
             mlflow_run_id=ckpt.get("mlflow_run_id"),
@@ -176,7 +186,10 @@ def export_bundle(bundle_dir: str | Path, ep: ExportParams, *, trt: bool | None 
             lineguard_version=getattr(serving, "__version__", "0.1.0"),
             torch_version=torch.__version__,
             anomalib_version=anomalib.__version__,
+            parent_version=ckpt.get("parent_version"),
+            created_by=ckpt.get("created_by"),
         ),
+        baseline=Baseline.model_validate(ckpt["baseline"]),
     )
     write_manifest(root, manifest)
     return manifest

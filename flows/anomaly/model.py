@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from anomalib.models.image.padim.torch_model import PadimModel
@@ -27,7 +28,7 @@ from flows.progress import progress
 from flows.anomaly.backbone import backbone_state_dict, check_backbone, load_into_feature_extractor
 from serving.errors import ConfigError
 
-OUTPUT_NAMES = ("score", "anomaly_map", "patch_match")
+OUTPUT_NAMES = ("score", "anomaly_map", "patch_match", "embedding")
 
 
 def build_model(
@@ -94,42 +95,77 @@ class SeparableGaussianBlur(torch.nn.Module):
 
 
 class AnomalyScorer(torch.nn.Module):
-    """images [B,3,H,W] -> (score [B], anomaly_map [B,1,H,W], patch_match [B,h,w])."""
+    """images [B,3,H,W] -> (score [B], anomaly_map [B,1,H,W], patch_match [B,h,w], embedding [B,E]).
 
-    def __init__(self, model: PatchcoreModel | PadimModel) -> None:
+    ``embedding`` is the part's mean patch feature, centred and projected onto the principal axes of
+    the enrolled normals: a compact fingerprint the station watches for drift. ``bank`` (PatchCore)
+    defaults to the model's memory bank; enrollment passes fold banks to score unseen normals.
+    """
+
+    def __init__(self, model: PatchcoreModel | PadimModel, embed_mean: torch.Tensor | None = None,
+                 embed_proj: torch.Tensor | None = None, bank: torch.Tensor | None = None) -> None:
         super().__init__()
         self.model = model.eval()
         if isinstance(model, PatchcoreModel):
-            bank = model.memory_bank.float()
+            bank = (model.memory_bank if bank is None else bank).float()
             # Bank stored transposed with its squared norms, so the search is one
             # GEMM with bias plus one reduction: |x-m|^2 = |x|^2 + (|m|^2 - 2 x.m).
             self.register_buffer("bank_t", bank.t().contiguous())
             self.register_buffer("bank_sq", (bank * bank).sum(1, keepdim=True).t().contiguous())
             self.blur = SeparableGaussianBlur(sigma=4.0)
+        self.register_buffer("embed_mean", embed_mean if embed_mean is not None else torch.zeros(0))
+        self.register_buffer("embed_proj", embed_proj if embed_proj is not None else torch.zeros(0, 0))
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        emb = patch_embedding(self.model, x)
+        score, amap, match = self.score_embedding(emb, x.shape[-2:])
+        return score, amap, match, self.fingerprint(emb)
+
+    def fingerprint(self, emb: torch.Tensor) -> torch.Tensor:
+        """[B, D, h, w] patch embeddings -> [B, E] projected mean (E = 0 before the projection is fitted)."""
+        pooled = emb.mean(dim=(2, 3))
+        if self.embed_proj.numel() == 0:
+            return pooled[:, :0]
+        return (pooled - self.embed_mean) @ self.embed_proj
+
+    def patch_map(self, patch: torch.Tensor, size) -> tuple[torch.Tensor, torch.Tensor]:
+        """(score [B], anomaly_map [B,1,H,W]) from patch distances [B,1,h,w] to the bank (PatchCore)."""
+        # anomalib's compute_anomaly_map: nearest upsample, then the (here separable) blur
+        amap = self.blur(F.interpolate(patch, size=size))
+        return amap.amax(dim=(1, 2, 3)), amap
+
+    def score_embedding(self, emb: torch.Tensor, size) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(score, anomaly_map, patch_match) from patch embeddings [B, D, h, w], maps at ``size``."""
         model = self.model
-        emb = patch_embedding(model, x)
         _, dim, h, w = emb.shape
         if isinstance(model, PatchcoreModel):
             flat = emb.permute(0, 2, 3, 1).reshape(-1, dim)
             partial, match = torch.addmm(self.bank_sq, flat, self.bank_t, alpha=-2.0).min(1)
             dist = (partial + (flat * flat).sum(1)).clamp_min(0.0).sqrt()
-            patch = dist.reshape(-1, 1, h, w)
             match = match.reshape(-1, h, w)
-            # anomalib's compute_anomaly_map: nearest upsample, then the (here separable) blur
-            amap = self.blur(F.interpolate(patch, size=x.shape[-2:]))
+            return (*self.patch_map(dist.reshape(-1, 1, h, w), size), match)
         else:
-            amap = model.anomaly_map_generator(
-                embedding=emb,
-                mean=model.gaussian.mean,
-                inv_covariance=model.gaussian.inv_covariance,
-                image_size=x.shape[-2:],
-            )
+            amap = model.anomaly_map_generator(embedding=emb, mean=model.gaussian.mean,
+                                               inv_covariance=model.gaussian.inv_covariance, image_size=size)
             # PaDiM has no bank: the "match" is the patch's own Gaussian, i.e. its position.
-            match = torch.arange(h * w, device=x.device).reshape(1, h, w).expand(emb.shape[0], h, w)
-        score = amap.amax(dim=(1, 2, 3))
-        return score, amap, match
+            match = torch.arange(h * w, device=emb.device).reshape(1, h, w).expand(emb.shape[0], h, w)
+        return amap.amax(dim=(1, 2, 3)), amap, match
+
+
+def fit_fingerprint(pooled: torch.Tensor, dims: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean [D], projection [D, E]) of the normals' pooled features [N, D]: their first E principal axes,
+    scaled by one constant so the normals' fingerprints have unit RMS radius (E <= number of normals - 1).
+
+    Not whitened per axis: whitening blows up the weak trailing axes, on which unseen normals then land
+    far from the enrolled ones, and the drift watch would alarm on a steady line.
+    """
+    pooled = pooled.float()
+    mean = pooled.mean(0)
+    centred = pooled - mean
+    e = max(1, min(dims, pooled.shape[0] - 1, pooled.shape[1]))
+    _, s, v = torch.linalg.svd(centred, full_matrices=False)
+    radius = float((s[:e] ** 2).sum() / max(pooled.shape[0], 1)) ** 0.5
+    return mean, v[:e].t() / max(radius, 1e-6)
 
 
 def embed_batches(model: PatchcoreModel | PadimModel, x: torch.Tensor, batch_size: int = 16,
@@ -148,7 +184,18 @@ def score_batches(scorer: AnomalyScorer, x: torch.Tensor, batch_size: int = 8) -
     scores, maps = [], []
     with torch.inference_mode():
         for i in range(0, len(x), batch_size):
-            s, m, _ = scorer(x[i : i + batch_size])
+            s, m, _, _ = scorer(x[i : i + batch_size])
             scores.append(s)
             maps.append(m[:, 0])
     return torch.cat(scores), torch.cat(maps)
+
+
+def score_embeddings(scorer: AnomalyScorer, emb: torch.Tensor, size, batch_size: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """(scores [N], maps [N,H,W]) from patch embeddings already computed (no second backbone pass)."""
+    scores, maps = [], []
+    with torch.inference_mode():
+        for i in range(0, len(emb), batch_size):
+            s, m, _ = scorer.score_embedding(emb[i : i + batch_size], size)
+            scores.append(s)
+            maps.append(m[:, 0])
+    return torch.cat(scores).numpy(), torch.cat(maps).numpy()

@@ -52,11 +52,12 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     for line in r.skipped:
         print(f"skipped (corrupt): {line}")
     t = r.thresholds
-    print(f"enrolled {r.n_enroll} images (+{r.n_holdout} held out for calibration) in {r.timings['enroll_s']:.1f} s "
+    print(f"enrolled {r.n_enroll} images, each also scored unseen ({t.folds} folds), in {r.timings['enroll_s']:.1f} s "
           f"(embed {r.timings['embed_s']:.1f} s, coreset {r.timings['coreset_s']:.1f} s); bank size {r.bank_size}; "
           f"peak RSS {r.peak_rss_mb:.0f} MiB")
-    print(f"threshold {t.image:.4g} for target FRR {t.target_frr:.2%} ({t.method}); held-out FRR {t.holdout_frr:.2%}; "
-          f"pixel threshold {t.pixel:.4g}")
+    lo, hi = t.frr_interval
+    print(f"threshold {t.image:.4g} for target FRR {t.target_frr:.2%} ({t.method}); expected FRR {t.frr_expected:.2%} "
+          f"(95 % interval {lo:.2%}-{hi:.2%}, {t.n_normals} normals); pixel threshold {t.pixel:.4g}")
     if params.tracking.enabled:
         from flows.tracking.mlflow_runs import log_enrollment
 
@@ -144,6 +145,11 @@ def print_report(report: dict) -> None:
     print(f"image AUROC {fmt(report['image_auroc'])}   pixel AUROC {fmt(report['pixel_auroc'])}")
     print(f"at threshold {report['threshold']:.4g}: FRR {fmt(report['frr'])} on {report['n_good']} good, "
           f"escape rate {fmt(report['escape_rate'])} on {report['n_defect']} defective")
+    if report.get("frr_inside_interval") is not None:
+        lo, hi = report["frr_interval"]
+        where = "inside" if report["frr_inside_interval"] else "OUTSIDE"
+        print(f"calibration promised FRR {report['frr_expected']:.2%} (95 % interval {lo:.2%}-{hi:.2%}): observed is "
+              f"{where} it (binomial p={report['frr_binomial_p']:.2g})")
     for t, v in report["per_type"].items():
         print(f"  {t:<16} n={v['n']:<4} " + " ".join(f"{k}={fmt(x)}" for k, x in v.items() if k != "n"))
     for row in report["threshold_sweep"]:

@@ -92,6 +92,20 @@ def verdict_rates(failed: np.ndarray, labels: np.ndarray) -> dict[str, float | N
             "escape_rate": float(1.0 - failed[labels == 1].mean()) if np.any(labels == 1) else None}
 
 
+def frr_check(observed: float, n_rejected: int, n_good: int, thr) -> dict:
+    """The calibrated promise against the test goods: expected FRR, its 95 % interval, whether the observed FRR lies
+    inside it, and the binomial p-value of seeing that many rejects if the promise holds."""
+    if thr.frr_expected is None or not n_good:
+        return {"frr_expected": thr.frr_expected, "frr_interval": thr.frr_interval, "frr_inside_interval": None,
+                "frr_binomial_p": None}
+    from scipy.stats import binomtest
+
+    lo, hi = thr.frr_interval
+    return {"frr_expected": thr.frr_expected, "frr_interval": list(thr.frr_interval),
+            "frr_inside_interval": bool(lo <= observed <= hi),
+            "frr_binomial_p": float(binomtest(n_rejected, n_good, thr.frr_expected).pvalue)}
+
+
 def evaluate(bundle_dir: str | Path, data_dir: str | Path, *, progress: bool = True, keep: bool = False,
              rules: GateRules | None = None, roi: str | None = None) -> dict:
     """Inspect ``data_dir/test`` with the bundle (and a station's gate ``rules``) and return the metrics."""
@@ -129,6 +143,7 @@ def evaluate(bundle_dir: str | Path, data_dir: str | Path, *, progress: bool = T
         "threshold": rules.image_threshold,
         "pixel_threshold": rules.pixel_threshold,
         "target_frr": thr.target_frr,
+        **frr_check(at["frr"], int(((labels == 0) & failed).sum()), int((labels == 0).sum()), thr),
         "n_good": int((labels == 0).sum()),
         "n_defect": int((labels == 1).sum()),
         "counts": {

@@ -124,7 +124,9 @@ def start(port: int = DEFAULT_PORT, timeout: float = 180.0) -> dict:
         _kill("server")
         (state_dir() / "port").write_text(str(port))
         _spawn("server", [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port",
-                          str(port), "--no-ui", "--analytics-off"], {"PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
+                          str(port), "--no-ui", "--analytics-off"],
+               # the server's database lives with the project's scheduler state, not in ~/.prefect
+               {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_HOME": str(state_dir() / "prefect-home")})
         deadline = time.monotonic() + timeout
         while not healthy(url):
             if _pid("server") is None or time.monotonic() > deadline:
@@ -189,12 +191,14 @@ def deployment_name(spec: Schedule) -> str:
 def run_now(name: str, timeout: float = 600.0):
     """Trigger a schedule's deployment now on the server and wait for its run; returns the flow run."""
     from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    require_server()
+    url = require_server()
     spec = next((s for s in schedules() if s.name == name), None)
     if spec is None:
         raise ConfigError(f"no schedule named {name!r}; see `lineguard scheduler status`")
-    return run_deployment(deployment_name(spec), timeout=timeout, poll_interval=1)
+    with temporary_settings({PREFECT_API_URL: url}):  # this scheduler's server, whatever the process read at import
+        return run_deployment(deployment_name(spec), timeout=timeout, poll_interval=1)
 
 
 def serve() -> None:

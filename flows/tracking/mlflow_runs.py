@@ -96,23 +96,25 @@ def log_enrollment(result: EnrollResult, params: Params, data_dir: str | Path, s
     for k, v in _flatten(params.model_dump(mode="json")).items():
         c.log_param(rid, k, v[:500])
     c.log_param(rid, "image_count", result.n_enroll)
-    c.log_param(rid, "holdout_count", result.n_holdout)
+    c.log_param(rid, "calibration_folds", result.thresholds.folds)
     metrics = {"bank_size": result.bank_size, "threshold_image": result.thresholds.image,
-               "threshold_pixel": result.thresholds.pixel, "holdout_frr": result.thresholds.holdout_frr,
+               "threshold_pixel": result.thresholds.pixel, "unseen_frr": result.thresholds.holdout_frr,
+               "frr_expected": result.thresholds.frr_expected, "frr_interval_low": result.thresholds.frr_interval[0],
+               "frr_interval_high": result.thresholds.frr_interval[1],
                "peak_rss_mb": result.peak_rss_mb, **result.timings}
     for k, v in metrics.items():
         c.log_metric(rid, k, float(v))
     with tempfile.TemporaryDirectory() as tmp:
-        hist = score_histogram({"held-out normal": result.holdout_scores}, result.thresholds.image,
-                               Path(tmp) / "holdout_scores.png", "Held-out normal scores and the calibrated threshold")
+        hist = score_histogram({"normal, scored unseen": result.unseen_scores}, result.thresholds.image,
+                               Path(tmp) / "unseen_scores.png", "Normal scores (each unseen by its fold's bank) and the threshold")
         c.log_artifact(rid, str(hist), "plots")
-        if result.holdout_crops is not None:
+        if result.top_crops is not None:
             from serving.engine.preprocess import heatmap_overlay
 
-            top = np.argsort(-result.holdout_scores)[:4]
-            grid = overlay_grid([heatmap_overlay(result.holdout_crops[i], result.holdout_maps[i], result.thresholds.pixel)
-                                 for i in top], [f"held-out normal {result.holdout_scores[i]:.3g}" for i in top],
-                                Path(tmp) / "holdout_overlays.png")
+            top = np.sort(result.unseen_scores)[::-1][:4]
+            grid = overlay_grid([heatmap_overlay(result.top_crops[i], result.top_maps[i], result.thresholds.pixel)
+                                 for i in range(len(top))], [f"highest unseen normal {s:.3g}" for s in top],
+                                Path(tmp) / "top_normal_overlays.png")
             c.log_artifact(rid, str(grid), "plots")
     c.set_terminated(rid, "FINISHED")
     return rid
@@ -185,3 +187,31 @@ def register_bundle(bundle_dir: str | Path, run_id: str, params: Params) -> str:
                                 description=f"{m.algorithm} on {m.backbone}, threshold {t.image:.4g}")
     c.set_registered_model_alias(name, tp.alias, mv.version)
     return str(mv.version)
+
+
+def log_recalibration(result, params: Params, parent) -> tuple[str, str]:
+    """A run for one recalibration (figures, who/when/how much), linked to the parent bundle's run; registers the
+    new bundle as the next version of the product's model. Returns (run id, model version)."""
+    c = client(params.tracking)
+    parent_run = parent.provenance.mlflow_run_id
+    tags = {"parent_version": result.parent_version, "mode": result.mode, "bundle_version": result.bundle_version}
+    if parent_run:
+        tags |= {"mlflow.parentRunId": parent_run, "parent_run_id": parent_run}
+    rid = _start(c, params, "recalibrate", time.time() - result.seconds, tags)
+    for k in ("mode", "n_new_normals"):
+        c.log_param(rid, k, getattr(result, k))
+    c.log_param(rid, "flagged_left_out", len(result.flagged))
+    for k in ("seconds", "bank_before", "bank_after", "threshold_before", "threshold_after", "frr_new_before",
+              "frr_new_after", "frr_expected", "far_spreads"):
+        c.log_metric(rid, k, float(getattr(result, k)))
+    report = Path(result.out) / "report"
+    c.log_artifacts(rid, str(report), "report")
+    c.set_terminated(rid, "FINISHED")
+    from flows.anomaly.enroll import set_run_id
+    from serving.engine.bundle import write_manifest
+
+    set_run_id(result.out, rid)
+    m = load_bundle(result.out).manifest
+    write_manifest(Path(result.out), m.model_copy(update={"provenance": m.provenance.model_copy(
+        update={"mlflow_run_id": rid})}))
+    return rid, register_bundle(result.out, rid, params)

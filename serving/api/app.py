@@ -9,6 +9,10 @@
     POST /api/review/{id}       {disposition: false_alarm|defect, class_name}   (operator+)
     POST /api/trigger           capture trigger for `source.trigger: http`  (operator+, or X-Device-Key)
     POST /api/alarms/{name}/ack acknowledge an alarm (audited)                   (operator+)
+    GET  /api/capture           the current recalibration capture and its candidates
+    POST /api/capture           {parts, minutes}: keep the next parts as candidate normals  (operator+)
+    POST /api/capture/stop      end the capture now                               (operator+)
+    POST /api/capture/{id}/confirm  {exclude, include_flagged}: confirm as normal  (operator+)
     POST /api/stop-line/reset   release the stop-line output (audited)           (operator+)
     GET/POST/DELETE /api/device-keys[/{name}]   trigger-only device keys         (engineer)
     GET  /api/gate              the rules in force
@@ -29,7 +33,7 @@ from fastapi.responses import JSONResponse
 from serving.api.auth import Sessions
 from serving.api.deps import authenticate
 from serving.api.device_keys import DeviceKeys
-from serving.api.routes import alarms, audit, bundle, devices, evidence, gate, login, ops, review, state, trigger
+from serving.api.routes import alarms, audit, bundle, capture, devices, evidence, gate, login, ops, review, state, trigger
 from serving.strict import error_lines
 
 #: what a browser may do with the station's pages: only its own script and pictures, never inside a frame
@@ -41,7 +45,7 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
 }
-ROUTERS = (ops, login, state, alarms, evidence, review, gate, bundle, audit, trigger, devices)
+ROUTERS = (ops, login, state, alarms, evidence, review, capture, gate, bundle, audit, trigger, devices)
 
 
 def create_app(station) -> FastAPI:

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import copy
 import typing
-from typing import Literal
+from typing import Annotated, Literal
+
+from fastapi import Path as PathParam
 
 from pydantic import BaseModel, Field, create_model
 from pydantic.fields import FieldInfo
 
 from serving.gate.rules import GateRules
 from serving.strict import StrictModel
+
+
+#: an evidence record id in a URL: SQLite's integer range, so a huge number is a 422, never a 500
+RecordId = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="evidence record id")]
+#: the same range inside a request body
+BodyRecordId = Annotated[int, Field(ge=1, le=2**63 - 1)]
 
 
 class LoginRequest(StrictModel):
@@ -68,6 +76,68 @@ class PartView(BaseModel):
     has_view: bool = False
 
 
+class ComponentView(BaseModel):
+    """One component of the Stability Index."""
+
+    name: str
+    score: float
+    detail: str
+
+
+class StabilityView(BaseModel):
+    """The Stability Index, what moves it, and the false-reject rate against its calibration."""
+
+    available: bool
+    index: float | None
+    alert: bool
+    moving: str | None
+    components: list[ComponentView]
+    parts: int
+    frr_expected: float | None
+    frr_interval: tuple[float, float] | None
+    frr_observed: float | None
+
+
+class CandidateView(BaseModel):
+    """One part of a recalibration capture."""
+
+    id: int
+    seq: int
+    score: float | None
+    flagged: bool = Field(description="stands out from the capture and scores above the threshold: look again")
+    disposition: str | None
+
+
+class CaptureView(BaseModel):
+    """A recalibration capture and its candidate normals."""
+
+    id: str
+    started_by: str
+    started_at: float
+    target_parts: int | None
+    until: float | None
+    count: int
+    done: bool
+    confirmed_by: str | None
+    threshold: float
+    candidates: list[CandidateView]
+
+
+class ConfirmRequest(StrictModel):
+    """Confirm a capture's parts as normal: all of them, less ``exclude``; flagged ones only if in ``include_flagged``."""
+
+    exclude: list[BodyRecordId] = Field([], max_length=20_000)
+    include_flagged: list[BodyRecordId] = Field([], max_length=20_000)
+
+
+class ConfirmResult(BaseModel):
+    """What a confirmation did."""
+
+    id: str
+    normal: int
+    excluded: int
+
+
 class AlarmView(BaseModel):
     """One alarm on the page: a state alarm lasts while its cause does, an event alarm until acknowledged."""
 
@@ -109,6 +179,7 @@ class StateResponse(BaseModel):
     finished: bool
     alarms: list[AlarmView]
     reviewed: int
+    stability: StabilityView
 
 
 class ReviewItem(BaseModel):

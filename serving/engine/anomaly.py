@@ -25,12 +25,13 @@ from serving.errors import BundleError
 
 @dataclass
 class AnomalyResult:
-    """One image's score, anomaly map (engine resolution) and nearest-normal patch indices."""
+    """One image's score, anomaly map (engine resolution), nearest-normal patch indices and fingerprint."""
 
     score: float
     anomaly_map: np.ndarray
     patch_match: np.ndarray
     crop: np.ndarray | None = None
+    embedding: np.ndarray | None = None  #: the part's fingerprint (schema 2 bundles), for drift and novelty
 
     def overlay(self, pixel_threshold: float) -> np.ndarray:
         """Heatmap over the ROI crop, uint8 RGB."""
@@ -67,13 +68,14 @@ class AnomalyEngine(InferenceEngine):
         return crop, normalize(crop, self.spec)
 
     def forward(self, batch: np.ndarray) -> list[np.ndarray]:
-        """(scores [B], maps [B,1,H,W], patch_match [B,h,w]) straight from the graph."""
+        """(scores [B], maps [B,1,H,W], patch_match [B,h,w][, fingerprints [B,E]]) straight from the graph."""
         return self.backend.run(np.ascontiguousarray(batch, dtype=np.float32))
 
     def postprocess(self, outputs: list[np.ndarray], crops: list[np.ndarray] | None = None) -> list[AnomalyResult]:
         """One :class:`AnomalyResult` per image; non-finite scores are refused (the part then fails safe)."""
-        scores, maps, match = outputs
+        scores, maps, match = outputs[:3]
         if not np.all(np.isfinite(scores)):
             raise FloatingPointError("engine returned a non-finite score")
         crops = crops or [None] * len(scores)
-        return [AnomalyResult(float(s), m[0], p, c) for s, m, p, c in zip(scores, maps, match, crops)]
+        prints = outputs[3] if len(outputs) > 3 and outputs[3].size else [None] * len(scores)
+        return [AnomalyResult(float(s), m[0], p, c, e) for s, m, p, c, e in zip(scores, maps, match, crops, prints)]

@@ -8,7 +8,7 @@ not match, so a station keeps running the bundle it has.
 >>> load_bundle("/nonexistent")  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-serving.errors.BundleError: /nonexistent: no manifest.json ...
+serving.errors.BundleError: /nonexistent: no manifest.json; ...Export one with `lineguard export`
 """
 
 from __future__ import annotations
@@ -21,11 +21,13 @@ from typing import Literal
 
 from pydantic import Field, ValidationError
 
+from serving.drift.baseline import Baseline
 from serving.engine.preprocess import InputSpec, Roi
 from serving.errors import BundleError
 from serving.strict import StrictModel, error_lines
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  #: 2 adds the part fingerprint output and the drift baseline
+SUPPORTED_SCHEMAS = (1, 2)  #: a station still runs schema 1 bundles, without drift features
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.onnx"  #: the default graph name export writes; stations read ``manifest.model_file``
 
@@ -44,14 +46,18 @@ class ScoreStats(StrictModel):
 
 
 class Thresholds(StrictModel):
-    """Calibrated from held-out normal images only; the station reads them from here, not the graph."""
+    """Calibrated from normal images only; the station reads them from here, not the graph."""
 
     image: float
     pixel: float
     target_frr: float = Field(description="false-reject rate the image threshold was chosen for")
-    holdout_frr: float = Field(description="false-reject rate measured on the held-out normals")
+    holdout_frr: float = Field(description="fraction of the unseen normal scores above the threshold")
     pixel_fpr: float = Field(description="fraction of normal pixels above the pixel threshold")
     method: str
+    frr_expected: float | None = Field(None, description="the false-reject rate to expect on new normal parts")
+    frr_interval: tuple[float, float] | None = Field(None, description="its 95 % interval")
+    n_normals: int | None = Field(None, description="how many unseen normal scores the threshold rests on")
+    folds: int | None = Field(None, description="k of the k-fold scoring that made those scores unseen")
     normal_image_scores: ScoreStats
     normal_pixel_scores: ScoreStats
     normal_scores: list[float] = Field(default=[], description="the held-out normal image scores themselves")
@@ -113,6 +119,12 @@ class Manifest(StrictModel):
     tensorrt: TensorRTInfo
     explain: dict[str, str] = {}
     provenance: Provenance
+    baseline: Baseline | None = Field(None, description="what normal looked like at enrollment (schema 2)")
+
+    @property
+    def has_fingerprint(self) -> bool:
+        """True when the graph outputs a part fingerprint (schema 2 and later)."""
+        return "embedding" in self.outputs and self.baseline is not None and self.baseline.embedding_dims > 0
 
 
 @dataclass(frozen=True)
@@ -165,9 +177,9 @@ def load_bundle(root: str | Path, *, verify_hashes: bool = True) -> Bundle:
     except json.JSONDecodeError as exc:
         raise BundleError(f"{mpath}: not valid JSON ({exc}); re-export the bundle") from None
     version = raw.get("schema_version") if isinstance(raw, dict) else None
-    if version != SCHEMA_VERSION:
+    if version not in SUPPORTED_SCHEMAS:
         raise BundleError(
-            f"{mpath}: schema_version {version!r}, this station reads schema {SCHEMA_VERSION}; "
+            f"{mpath}: schema_version {version!r}, this station reads schemas {list(SUPPORTED_SCHEMAS)}; "
             "re-export the bundle with a matching lineguard, or upgrade the station"
         )
     try:

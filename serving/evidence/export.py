@@ -2,7 +2,9 @@
 
 Needs the evidence key (``evidence.key_file``): only someone who may read it -- an engineer -- can
 export. Writes ``records.jsonl`` and ``records.csv`` and, per record with pictures,
-``images/<seq>_crop.png`` and ``images/<seq>_overlay.png``.
+``images/<seq>_crop.png`` and ``images/<seq>_overlay.png``. With a capture id, writes instead the parts an
+operator confirmed as normal, as ``good/<seq>.png`` ROI crops with ``capture.json`` beside them: the folder
+``lineguard recalibrate --normals`` reads.
 
 >>> export_evidence(cfg.evidence, cfg.station_id, "evidence-export", since=time.time() - 3600)   # doctest: +SKIP
 """
@@ -10,6 +12,7 @@ export. Writes ``records.jsonl`` and ``records.csv`` and, per record with pictur
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 from serving.alarms import Alarms
@@ -61,3 +64,40 @@ def export_evidence(cfg: EvidenceConfig, station_id: str, out: str | Path, *, si
     finally:
         store.close()
     return counts
+
+
+#: marks a folder of ROI crops (not full frames): recalibration must not crop them again
+CAPTURE_FILE = "capture.json"
+
+
+def export_capture(cfg: EvidenceConfig, station_id: str, capture_id: str, out: str | Path) -> dict[str, int]:
+    """Write the confirmed normals of one capture as ``out/good/*.png`` crops and ``out/capture.json``."""
+    store = EvidenceStore(cfg, Alarms(), station_id)
+    try:
+        if store.vault is None:
+            raise ConfigError(f"evidence.key_file {cfg.key_file}: cannot read the key; exporting normals needs it")
+        rows = store.query("capture_id=?", (capture_id,), limit=10_000_000, order="id")
+        if not rows:
+            raise ConfigError(f"capture {capture_id}: no records on this station (see GET /api/capture for its id)")
+        normal = [r for r in rows if r.disposition == "normal"]
+        if not normal:
+            raise ConfigError(f"capture {capture_id}: none of its {len(rows)} parts is confirmed as normal yet; "
+                              "confirm them on the operator page first")
+        good = Path(out) / "good"
+        good.mkdir(parents=True, exist_ok=True)
+        written, unreadable = [], []
+        for r in normal:
+            try:
+                (good / f"{r.seq:08d}.png").write_bytes(store.read_image(r.crop_file))
+                written.append(r.seq)
+            except Exception:  # noqa: BLE001 - listed, the export goes on
+                unreadable.append(r.seq)
+        meta = {"capture_id": capture_id, "station_id": station_id, "roi_applied": True,
+                "bundle_versions": sorted({r.bundle_version for r in normal}),
+                "confirmed_by": sorted({r.disposition_user for r in normal if r.disposition_user}),
+                "captured": len(rows), "normal": len(written), "excluded": len(rows) - len(normal),
+                "unreadable": unreadable, "first_time": rows[0].wall_time, "last_time": rows[-1].wall_time}
+        (Path(out) / CAPTURE_FILE).write_text(json.dumps(meta, indent=2))
+        return {"normal": len(written), "excluded": meta["excluded"], "unreadable_images": len(unreadable)}
+    finally:
+        store.close()

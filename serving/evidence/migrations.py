@@ -8,7 +8,7 @@ table has exactly the columns :func:`serving.evidence.record.columns` derives fr
 >>> import sqlite3
 >>> db = sqlite3.connect(":memory:")
 >>> migrate(db)
-(0, 2)
+(0, 3)
 """
 
 from __future__ import annotations
@@ -53,6 +53,15 @@ MIGRATIONS: list[tuple[int, str, tuple[str, ...]]] = [
         "ALTER TABLE frames ADD COLUMN record_version INTEGER NOT NULL DEFAULT 1",
         "ALTER TABLE frames ADD COLUMN boot_id TEXT",
         "ALTER TABLE frames ADD COLUMN detections TEXT NOT NULL DEFAULT '[]'",
+    )),
+    (3, "drift figures per part, the Stability Index, recalibration captures", (
+        "ALTER TABLE frames ADD COLUMN embedding TEXT",
+        "ALTER TABLE frames ADD COLUMN luminance REAL",
+        "ALTER TABLE frames ADD COLUMN color_balance REAL",
+        "ALTER TABLE frames ADD COLUMN sharpness REAL",
+        "ALTER TABLE frames ADD COLUMN stability_index REAL",
+        "ALTER TABLE frames ADD COLUMN capture_id TEXT",
+        "CREATE INDEX IF NOT EXISTS frames_capture ON frames(capture_id)",
     )),
 ]
 LATEST = MIGRATIONS[-1][0]

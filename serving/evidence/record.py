@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 from serving.gate.rules import Detection
 from serving.strict import StrictModel
 
-RECORD_VERSION = 2  #: bump with every field added; the store's migrations add the matching column
+RECORD_VERSION = 3  #: bump with every field added; the store's migrations add the matching column
 
 
 class ActuationOutcome(StrictModel):
@@ -60,12 +60,19 @@ class InspectionRecord(StrictModel):
     latency_ms: dict[str, float] = {}
     actuation: ActuationOutcome | None = None
     detections: list[Detection] = []
+    embedding: list[float] | None = Field(None, description="the part's fingerprint (schema 2 bundles)")
+    luminance: float | None = None
+    color_balance: float | None = None
+    sharpness: float | None = None
+    stability_index: float | None = Field(None, description="the station's Stability Index after this part")
+    capture_id: str | None = Field(None, description="a recalibration capture this part is a candidate normal of")
     crop_file: str | None = None
     overlay_file: str | None = None
     image_bytes: int = 0
     images_dropped: bool = False
     synced: bool = False
-    disposition: Literal["false_alarm", "defect"] | None = None
+    disposition: Literal["false_alarm", "defect", "normal", "excluded"] | None = Field(
+        None, description="operator: false_alarm / defect (review), normal / excluded (recalibration capture)")
     disposition_class: str | None = None
     disposition_user: str | None = None
     disposition_time: float | None = None

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from serving.engine.anomaly import AnomalyEngine, AnomalyResult
+from serving.drift.figures import PartFigures, part_figures
 from serving.engine.preprocess import anomaly_area
 from serving.errors import ImageError, RoiError
 from serving.gate import Decision, GateInput, GateRules, decide
@@ -31,6 +32,7 @@ class Inspection:
     area_px: float | None = None
     result: AnomalyResult | None = None
     latency_ms: dict[str, float] = field(default_factory=dict)
+    figures: PartFigures | None = None
 
 
 def _ms_since(t_ns: int) -> float:
@@ -47,7 +49,7 @@ def inspect(engine: AnomalyEngine, rules: GateRules, image: np.ndarray | None, *
     later than ``rules.deadline_ms`` after the trigger fails safe as ``deadline_missed``.
     """
     lat: dict[str, float] = {}
-    score = area = result = None
+    score = area = result = figures = None
     if error is None and image is None:
         error, detail = "missing_frame", detail or "no image"
     if error is None:
@@ -62,6 +64,7 @@ def inspect(engine: AnomalyEngine, rules: GateRules, image: np.ndarray | None, *
             roi = engine.roi
             roi_px = roi.w * roi.h if roi else image.shape[0] * image.shape[1]
             score, area = result.score, anomaly_area(result.anomaly_map, rules.pixel_threshold, roi_px)
+            figures = part_figures(crop)
         except (ImageError, RoiError) as exc:
             error, detail, result = "wrong_frame", str(exc), None
         except Exception as exc:  # noqa: BLE001 - any engine fault fails safe, never crashes the caller
@@ -71,4 +74,4 @@ def inspect(engine: AnomalyEngine, rules: GateRules, image: np.ndarray | None, *
     t = time.monotonic_ns()
     decision = decide(GateInput(score=score, area_px=area, history=history, error=error, error_detail=detail), rules)
     lat["gate"] = _ms_since(t)
-    return Inspection(decision, score, area, result, lat)
+    return Inspection(decision, score, area, result, lat, figures)

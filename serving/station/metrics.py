@@ -41,6 +41,9 @@ class StationMetrics:
                                      "when it should have started", buckets=PULSE_BUCKETS, registry=r)
         self.pulse_width = Histogram("lineguard_pulse_width_error_seconds", "Reject pulse width minus the "
                                      "configured width", buckets=PULSE_BUCKETS, registry=r)
+        self.stability_index = Gauge("lineguard_stability_index", "Stability Index, 100 = as at enrollment", registry=r)
+        self.stability_component = Gauge("lineguard_stability_component", "Stability Index components (0-100)",
+                                         ["component"], registry=r)
         self.alarms = Gauge("lineguard_alarm_active", "1 while an alarm is raised", ["name"], registry=r)
         self.online = Gauge("lineguard_sync_online", "1 when the evidence sync target is reachable", registry=r)
         self.score = Gauge("lineguard_last_score", "Anomaly score of the last frame", registry=r)
@@ -56,6 +59,12 @@ class StationMetrics:
         self.verdicts.labels(rec.verdict, rec.rule).inc()
         if rec.score is not None:
             self.score.set(rec.score)
+
+    def stability(self, report) -> None:
+        """The Stability Index and its components after a part."""
+        self.stability_index.set(report.index)
+        for name, c in report.components.items():
+            self.stability_component.labels(name).set(c.score)
 
     def actuation_event(self, event: str) -> None:
         """Count an actuator event."""

@@ -30,12 +30,16 @@ log = logging.getLogger("lineguard.station")
 def record_of(frame: Frame, insp: Inspection, act: ActuationResult, station_id: str, boot_id: str,
               bundle_version: str, latency_ms: dict[str, float]) -> InspectionRecord:
     """The part's record, built once."""
-    d = insp.decision
+    d, f = insp.decision, insp.figures
+    emb = insp.result.embedding if insp.result is not None else None
     return InspectionRecord(
         station_id=station_id, boot_id=boot_id, seq=frame.seq, source=frame.name, wall_time=time.time(),
         t_trigger_ns=frame.t_trigger_ns, bundle_version=bundle_version, score=insp.score, area_px=insp.area_px,
         verdict=d.verdict, rule=d.rule, reasons=list(d.reasons), latency_ms=latency_ms,
-        actuation=ActuationOutcome(scheduled=act.scheduled, late=act.late, pulse_at_ns=act.pulse_at_ns, note=act.note))
+        actuation=ActuationOutcome(scheduled=act.scheduled, late=act.late, pulse_at_ns=act.pulse_at_ns, note=act.note),
+        embedding=None if emb is None else [round(float(v), 4) for v in emb],
+        luminance=f.luminance if f else None, color_balance=f.color_balance if f else None,
+        sharpness=f.sharpness if f else None)
 
 
 @dataclass

@@ -26,6 +26,8 @@ from serving.engine.preprocess import Roi, check_roi_scale
 from serving.errors import LineguardError
 from serving.evidence.record import InspectionRecord
 from serving.evidence.store import EvidenceStore
+from serving.drift.capture import Capture, CaptureRequest
+from serving.drift.monitor import StabilityMonitor
 from serving.gate import GateRules, History
 from serving.lineio.actuation import make_backend
 from serving.lineio.actuation.modbus_map import STATE_ALARM, STATE_NOT_INSPECTING, STATE_RUNNING, STATE_STOPPED
@@ -82,6 +84,9 @@ class Station:
         first_seq = (self.evidence.scalar("SELECT COALESCE(MAX(seq), 0) FROM frames") or 0) + 1
         self.source, self.http_trigger = make_source(cfg, self.alarms, self.actuator, first_seq, self._on_unseen)
         self.history = History(cfg.gate.persistence_m)
+        self.stability = StabilityMonitor(None, cfg.stability, on_alert=self._drift_alert)
+        self.capture: Capture | None = None
+        self._watch(self.engine)
         self.state = LiveState(started_ns=started_ns or time.monotonic_ns())
         self.housekeeper = Housekeeper(self.evidence, cfg.evidence, self.alarms, self.metrics, self.pulse_records.flush)
         self._lock = threading.Lock()  # what the inspection thread reads per frame
@@ -128,6 +133,49 @@ class Station:
         self.evidence.close()
         return pending
 
+    def _watch(self, engine: AnomalyEngine) -> None:
+        """Measure stability against this engine's bundle (a schema 1 bundle has no baseline: say so)."""
+        m = engine.bundle.manifest
+        self.stability.reset(m.baseline)
+        if m.baseline is None:
+            self.alarms.raise_("drift_unavailable", f"bundle {m.bundle_version} (schema {m.schema_version}) has no "
+                                                    "enrollment baseline: no Stability Index; re-export it", "warning")
+        else:
+            self.alarms.clear("drift_unavailable")
+
+    def _drift_alert(self, raised: bool, report) -> None:
+        if raised:
+            c = report.components[report.moving]
+            self.alarms.raise_("drift", f"normal has moved: Stability Index {report.index:.0f}, {c.name}: {c.detail}; "
+                                        "capture new normals and recalibrate")
+        else:
+            self.alarms.clear("drift")
+
+    def start_capture(self, req: CaptureRequest, user: str) -> Capture:
+        """Keep the next parts as candidate normals for recalibration (audited); replaces a finished capture."""
+        with self._control:
+            if self.capture is not None and not self.capture.done:
+                raise LineguardError(f"capture {self.capture.id} is still running ({self.capture.count} parts); "
+                                     "stop it first")
+            cap = Capture.start(req, user)
+            self.audit.append(user, "capture_started", {"id": cap.id, **req.model_dump()})
+            self.capture = cap
+        log.info("capture %s started by %s: %s", cap.id, user, req.model_dump(exclude_none=True))
+        return cap
+
+    def _captured(self) -> str | None:
+        cap = self.capture
+        if cap is None or cap.done:
+            return None
+        if cap.take():
+            if cap.done:
+                self.alarms.raise_("capture", f"{cap.count} parts of {cap.id} kept as new normals; confirm them on the page",
+                                   "warning")
+            return cap.id
+        self.alarms.raise_("capture", f"{cap.id} ended: {cap.count} parts kept as new normals; confirm them on the page",
+                           "warning")
+        return None
+
     def status(self) -> tuple[str, str]:
         """(level, words) for the top of the operator page: 'stop' whenever parts are not really protected."""
         if not self.state.running:
@@ -173,6 +221,7 @@ class Station:
             self.audit.append(user, "bundle_loaded", {"path": path, "bundle_version": version})  # audit first
             with self._lock:
                 self.engine, self.rules = engine, rules
+                self._watch(engine)  # the stability baseline is the new bundle's
         self.alarms.clear("bundle")
         return version
 
@@ -199,15 +248,22 @@ class Station:
         with self._lock:
             self.history.push(insp.decision)
         t = time.monotonic_ns()
-        act = self.actuator.submit(frame.seq, insp.decision.verdict, t0, fail_safe=insp.decision.rule.startswith("fail_safe"))
+        fail_safe = insp.decision.rule.startswith("fail_safe")
+        act = self.actuator.submit(frame.seq, insp.decision.verdict, t0, fail_safe=fail_safe)
         now = time.monotonic_ns()
         lat = {"capture": (frame.t_capture_ns - t0) / 1e6, **insp.latency_ms, "actuation": (now - t) / 1e6,
                "total": (now - t0) / 1e6}
+        # after the actuator has its command: drift bookkeeping never delays a reject
+        report = self.stability.add(None if fail_safe else insp.score, insp.result.embedding if insp.result else None,
+                                    insp.figures)
         rec = record_of(frame, insp, act, self.cfg.station_id, self.boot_id, engine.bundle.manifest.bundle_version, lat)
+        rec.stability_index = report.index if self.stability.baseline is not None else None
+        rec.capture_id = self._captured() if not fail_safe else None
         view = PartView.of(frame.image, insp, engine.roi, rules.pixel_threshold, self.cfg.evidence.image_max_px)
-        keep = insp.decision.verdict == "FAIL" or self._sample_pass(frame.seq)
+        keep = insp.decision.verdict == "FAIL" or rec.capture_id is not None or self._sample_pass(frame.seq)
         rec.id = self.evidence.record(rec, *(view.pngs() if keep and view else (None, None)))
         self.metrics.count(rec)
+        self.metrics.stability(report)
         self.metrics.dropped.set(self.source.dropped)
         self.metrics.late_frames.set(self.source.late)
         with self._lock:

@@ -1,32 +1,44 @@
-"""Calibration from normal images only: pure logic."""
+"""Calibration from normal images only: the conformal threshold and its stated false-reject rate."""
 
 import numpy as np
 import pytest
+from scipy.stats import lognorm
 
-from flows.anomaly.calibrate import calibrate, image_threshold, lognormal_quantile, rate_above, score_stats
+from flows.anomaly.calibrate import (calibrate, conformal_rank, expected_frr, image_threshold, min_normals,
+                                     rate_above, score_stats)
 
 
-def test_threshold_meets_target_frr_on_fresh_normals():
+def test_the_stated_interval_covers_the_true_frr_on_fresh_normals():
+    """Over many enrollments, the true FRR of the threshold lies inside the 95 % interval about 95 % of the time,
+    and its average is the stated expectation: the guarantee is checked, not assumed."""
     rng = np.random.default_rng(1)
-    held_out = rng.lognormal(3.0, 0.15, 200)
-    thr, _ = image_threshold(held_out, 0.01)
-    fresh = rng.lognormal(3.0, 0.15, 100_000)
-    assert rate_above(fresh, thr) < 0.02  # near the 1 % target, not "every part fails"
+    dist = lognorm(s=0.15, scale=np.exp(3.0))
+    inside, true_frrs, expected = 0, [], None
+    for _ in range(400):
+        t = calibrate(dist.rvs(200, random_state=rng), np.ones((200, 2, 2)), target_frr=0.01, pixel_fpr=0.01)
+        true_frr = float(dist.sf(t.image))
+        lo, hi = t.frr_interval
+        inside += lo <= true_frr <= hi
+        true_frrs.append(true_frr)
+        expected = t.frr_expected
+    assert inside / 400 >= 0.92
+    assert np.mean(true_frrs) == pytest.approx(expected, rel=0.15)
+    assert expected <= 0.01
 
 
-def test_small_holdout_uses_the_tail_fit_not_the_sample_max():
-    rng = np.random.default_rng(2)
-    scores = rng.lognormal(0.0, 0.2, 40)
-    thr, method = image_threshold(scores, 0.001)
-    assert method == "lognormal-tail"
-    assert thr > scores.max()
-    assert thr == pytest.approx(lognormal_quantile(scores, 0.999))
+def test_rank_and_expected_frr_follow_the_conformal_formula():
+    assert conformal_rank(199, 0.01) == 198  # ceil(200 * 0.99)
+    mean, (lo, hi) = expected_frr(199, 198)
+    assert mean == pytest.approx(2 / 200)
+    assert 0 < lo < mean < hi < 0.04
 
 
-def test_no_defects_never_gives_a_threshold_that_fails_every_part():
-    normals = np.full(30, 5.0)  # degenerate: every normal scores the same
-    thr, _ = image_threshold(normals, 0.01)
-    assert rate_above(normals, thr) == 0.0
+def test_too_few_normals_use_the_max_and_say_what_that_promises():
+    scores = np.linspace(1, 2, 30)
+    thr, rank = image_threshold(scores, 0.01)
+    assert (thr, rank) == (2.0, 30)
+    assert expected_frr(30, 30)[0] == pytest.approx(1 / 31)  # not the 1 % asked for: the manifest says so
+    assert min_normals(0.01) == 99
 
 
 def test_lower_target_frr_never_lowers_the_threshold():
@@ -35,16 +47,17 @@ def test_lower_target_frr_never_lowers_the_threshold():
     assert thresholds == sorted(thresholds)
 
 
-def test_calibrate_records_stats_pixel_threshold_and_rates():
+def test_calibrate_records_stats_pixel_threshold_interval_and_count():
     rng = np.random.default_rng(4)
     scores = rng.lognormal(0, 0.1, 40)
     maps = rng.normal(1.0, 0.1, (40, 16, 16)).astype(np.float32)
-    t = calibrate(scores, maps, target_frr=0.01, pixel_fpr=0.01)
-    assert t.target_frr == 0.01
+    t = calibrate(scores, maps, target_frr=0.05, pixel_fpr=0.01, folds=4)
+    assert (t.target_frr, t.n_normals, t.folds) == (0.05, 40, 4)
+    assert t.method.startswith("conformal")
     assert t.pixel_fpr == pytest.approx(0.01, abs=0.002)
-    assert t.normal_image_scores.n == 40
     assert t.normal_image_scores.max == pytest.approx(scores.max())
     assert t.holdout_frr == rate_above(scores, t.image)
+    assert t.frr_interval[0] < t.frr_expected < t.frr_interval[1]
     assert len(t.normal_scores) == 40
 
 

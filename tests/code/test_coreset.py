@@ -11,7 +11,7 @@ def coverage_radius(x, idx):
 
 def test_kcenter_greedy_is_farthest_first():
     x = torch.arange(11, dtype=torch.float32)[:, None]
-    assert kcenter_greedy(x, 3, start=0).tolist() == [0, 10, 5]
+    assert kcenter_greedy(x, 3, start=0)[0].tolist() == [0, 10, 5]
 
 
 def test_coreset_size_determinism_and_uniqueness():
@@ -37,3 +37,16 @@ def test_ratio_one_keeps_everything():
     x = torch.randn(100, 4)
     assert coreset_indices(x, 1.0).tolist() == list(range(100))
 
+
+
+def test_a_selection_continues_from_an_existing_bank_and_stops_when_covered():
+    old = torch.tensor([[0.0], [1.0], [2.0]])
+    new = torch.tensor([[0.1], [1.1], [1.9], [10.0], [11.0]])  # only 10 and 11 lie outside the old bank's cover
+    from flows.anomaly.coreset import nearest_sq_distance
+
+    d = nearest_sq_distance(new, old)
+    idx, r = kcenter_greedy(new, 5, min_d=d, stop_below=0.25)
+    assert sorted(idx.tolist()) == [3, 4] and r <= 0.25
+    radius = []
+    assert coreset_indices(new, 1.0 - 1e-9, existing=old, stop_below=0.25, radius=radius).tolist() == [3, 4]
+    assert radius and radius[0] <= 0.25

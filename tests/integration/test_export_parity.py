@@ -22,14 +22,15 @@ def enrolled(tmp_path_factory, small_elpv):
 def test_export_passes_parity_and_writes_a_verifiable_bundle(enrolled):
     m = export_mod.export_bundle(enrolled, fast_params().export)
     assert m.parity["onnx_max_rel_diff"] < 1e-3
-    assert m.provenance.onnx_opset == 17 and m.provenance.image_count == 22
+    # every normal is enrolled and also scored unseen (k-fold): the threshold rests on all 30
+    assert m.provenance.onnx_opset == 17 and m.provenance.image_count == 30 == m.thresholds.n_normals
     b = load_bundle(enrolled)
     assert b.manifest.bundle_version == m.bundle_version
     # thresholds are in the manifest, not the graph: editing them needs no re-export
     import onnx
 
     graph = onnx.load(str(enrolled / "model.onnx"))
-    assert [o.name for o in graph.graph.output] == ["score", "anomaly_map", "patch_match"]
+    assert [o.name for o in graph.graph.output] == ["score", "anomaly_map", "patch_match", "embedding"]
     assert graph.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
 
 
@@ -37,13 +38,20 @@ def test_parity_failure_is_loud_and_leaves_no_manifest(enrolled, monkeypatch):
     real_run = export_mod.OrtBackend.run
 
     def drifting(self, batch):
-        s, m, p = real_run(self, batch)
-        return [s * 1.01, m, p]  # a 1 % score drift, as a broken export would give
+        s, m, p, e = real_run(self, batch)
+        return [s * 1.01, m, p, e]  # a 1 % score drift, as a broken export would give
 
     monkeypatch.setattr(export_mod.OrtBackend, "run", drifting)
     with pytest.raises(export_mod.ParityError, match="parity check failed.*1.00e-02"):
         export_mod.export_bundle(enrolled, fast_params().export)
     assert not (enrolled / "manifest.json").exists()
+
+
+def test_a_fingerprint_that_drifts_fails_parity_too(enrolled, monkeypatch):
+    real_run = export_mod.OrtBackend.run
+    monkeypatch.setattr(export_mod.OrtBackend, "run", lambda self, b: [*real_run(self, b)[:3], real_run(self, b)[3] + 0.5])
+    with pytest.raises(export_mod.ParityError, match="fingerprints differ"):
+        export_mod.export_bundle(enrolled, fast_params().export)
 
 
 @pytest.mark.skipif(tensorrt_available(), reason="TensorRT present: the engine is built instead")

@@ -40,7 +40,7 @@ def test_enrollment_and_evaluation_runs_and_the_registered_bundle(tmp_path, smal
         assert run.data.metrics["bank_size"] == result.bank_size
         assert run.data.tags["dataset_hash"] == result.dataset_hash and "git_commit" in run.data.tags
         arts = {a.path for a in c.list_artifacts(run_id, "plots")} | {a.path for a in c.list_artifacts(run_id, "bundle")}
-        assert {"plots/holdout_scores.png", "plots/holdout_overlays.png", "bundle/manifest.json", "bundle/model.onnx"} <= arts
+        assert {"plots/unseen_scores.png", "plots/top_normal_overlays.png", "bundle/manifest.json", "bundle/model.onnx"} <= arts
 
         ev = c.get_run(eval_id)  # the evaluation is a run of its own, nested under the enrollment
         assert ev.info.run_name.endswith("-evaluate") and ev.info.status == "FINISHED"

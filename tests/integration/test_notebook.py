@@ -19,7 +19,7 @@ def test_enroll_a_new_product_notebook_executes(small_bottle, tmp_path):
     params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     params.source = (f"data_dir = {str(small_bottle)!r}\nout_dir = {str(tmp_path / 'bundle')!r}\n"
                      f"product_file = '../products/bottle.yaml'\n"
-                     "overrides = {'tracking.enabled': False, 'model.input_size': 128, 'calibration.min_holdout': 8, "
+                     "overrides = {'tracking.enabled': False, 'model.input_size': 128, "
                      "'enroll.min_good_images': 20}\n")
     # the kernel is this interpreter (the project's venv), whatever `python` is on PATH
     km = KernelManager(kernel_name="python3")

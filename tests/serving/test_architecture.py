@@ -61,6 +61,8 @@ FORBIDDEN = {  # room -> prefixes it must not import
     "serving.lineio": ("serving.engine", "serving.evidence", "serving.api", "serving.station", "serving.gate",
                        "serving.config"),
     "serving.evidence": ("serving.lineio", "serving.engine", "serving.api", "serving.station", "serving.config"),
+    "serving.drift": ("serving.engine", "serving.lineio", "serving.evidence", "serving.api", "serving.station",
+                      "serving.gate", "serving.config"),
     "serving.station": ("serving.api",),
     "serving": ("flows",),
 }

@@ -1,12 +1,16 @@
 """The station refuses a bundle whose schema, files or hashes do not match."""
 
 import json
+import re
+
+import numpy as np
 
 import pytest
 
 from serving.engine.bundle import SCHEMA_VERSION, load_bundle
 from serving.engine import AnomalyEngine
 from serving.errors import BundleError
+from helpers import schema1_bundle
 
 
 def test_real_bundle_verifies_and_lists_every_file(bundle_copy):
@@ -17,7 +21,14 @@ def test_real_bundle_verifies_and_lists_every_file(bundle_copy):
     assert m.thresholds.image > m.thresholds.normal_image_scores.p50
     assert m.provenance.image_count > 0 and m.provenance.dataset_hash
     assert m.input.mean == (0.5, 0.5, 0.5)
-    assert m.outputs == ["score", "anomaly_map", "patch_match"]
+    assert m.outputs == ["score", "anomaly_map", "patch_match", "embedding"]
+    assert m.has_fingerprint and "explain/fingerprints.npy" in m.files
+    b0 = m.baseline
+    assert b0.score.p95 > 0 and b0.embedding_spread > 0 and len(b0.embedding_centroid) == b0.embedding_dims
+    assert b0.luminance.std > 0 and b0.sharpness.p50 > 0
+    t = m.thresholds
+    assert t.n_normals == m.provenance.image_count and t.folds >= 2 and t.method.startswith("conformal")
+    assert t.frr_interval[0] <= t.frr_expected <= t.frr_interval[1]
     assert m.parity["onnx_max_rel_diff"] <= m.parity["rtol"]
     assert m.tensorrt.built or "trtexec" in m.tensorrt.reason
 
@@ -40,7 +51,7 @@ def test_other_schema_is_refused(bundle_copy):
     raw = json.loads(mpath.read_text())
     raw["schema_version"] = SCHEMA_VERSION + 1
     mpath.write_text(json.dumps(raw))
-    with pytest.raises(BundleError, match="schema_version 2, this station reads schema 1"):
+    with pytest.raises(BundleError, match=re.escape(f"schema_version {SCHEMA_VERSION + 1}, this station reads schemas [1, 2]")):
         load_bundle(bundle_copy)
 
 
@@ -57,3 +68,12 @@ def test_invalid_field_and_garbage_manifest_name_the_problem(bundle_copy):
     mpath.unlink()
     with pytest.raises(BundleError, match="no manifest.json"):
         load_bundle(bundle_copy)
+
+
+def test_previous_schema_still_runs_without_a_fingerprint(bundle_dir, tmp_path):
+    old = schema1_bundle(bundle_dir, tmp_path / "old")
+    engine = AnomalyEngine.load(old)
+    assert engine.bundle.manifest.schema_version == 1 and not engine.bundle.manifest.has_fingerprint
+    img = np.zeros((200, 200, 3), np.uint8)
+    r = engine.infer(img)
+    assert np.isfinite(r.score) and r.embedding is None

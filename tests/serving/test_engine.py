@@ -27,9 +27,11 @@ def test_infer_returns_score_map_matches_and_overlay(engine, test_images):
 def test_batch_axis_is_dynamic_and_consistent(engine, test_images):
     imgs = [read_image(p) for p in list_images(test_images / "good")[:3]]
     batch = np.stack([engine.preprocess(i)[1] for i in imgs])
-    scores, maps, _ = engine.forward(batch)
-    singles = [engine.infer(i).score for i in imgs]
-    assert scores.shape == (3,) and maps.shape[0] == 3
+    scores, maps, _, prints = engine.forward(batch)
+    singles = [engine.infer(i) for i in imgs]
+    assert scores.shape == (3,) and maps.shape[0] == 3 and prints.shape[0] == 3
+    np.testing.assert_allclose(prints, [s.embedding for s in singles], rtol=1e-3, atol=1e-3)
+    singles = [s.score for s in singles]
     assert np.allclose(scores, singles, rtol=1e-4)
 
 
@@ -58,7 +60,7 @@ def test_the_contract_steps_compose_to_infer(engine, test_images):
 
 
 def test_a_non_finite_score_is_refused_not_passed_on(engine):
-    scores, maps, match = engine.forward(np.zeros((1, *engine.input_shape), np.float32))
+    scores, maps, match, _ = engine.forward(np.zeros((1, *engine.input_shape), np.float32))
     with pytest.raises(FloatingPointError):
         engine.postprocess([np.array([np.nan], np.float32), maps, match])
 

@@ -16,6 +16,7 @@ def test_dashboard_queries_only_exported_series():
     m.verdicts.labels("FAIL", "anomaly").inc()
     m.actuation_event("late")
     m.alarm("plc", True)
+    m.stability_component.labels("score").set(90)
     exported = set(re.findall(r"^(lineguard_\w+?)(?:_bucket|_count|_sum|_created|_total)?[{ ]",
                               m.render().decode(), flags=re.M))
     exported |= {e + "_total" for e in exported} | {e + "_bucket" for e in exported}

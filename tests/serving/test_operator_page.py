@@ -149,3 +149,35 @@ def test_an_unprotected_line_is_the_dominant_state_never_a_green_pass(make_confi
         server.should_exit = True
         thread.join(5)
         station.stop()
+
+
+def test_capture_grid_confirms_all_with_one_key_and_excludes_by_touch(make_config, browser):
+    from serving.drift.capture import CaptureRequest
+
+    station = Station(make_config(api={"port": free_port()}, source={"rate_hz": 5},
+                                  stability={"window": 10, "min_parts": 5}))
+    station.start_capture(CaptureRequest(parts=10), "eddie")
+    station.start()
+    assert station.wait(30)
+    server, thread = serve(station)
+    try:
+        page = new_page(browser, viewport={"width": 1280, "height": 800}, has_touch=True)
+        log_in(page, f"http://127.0.0.1:{station.cfg.api.port}/")
+        page.wait_for_selector("#capture:not([hidden]) .cand img[src^='blob:']")
+        assert page.is_hidden("#review")  # the capture takes the review's place until it is confirmed
+        assert page.locator(".cand").count() == 10
+        assert "stability" in page.text_content("#stab") and page.text_content("#stabVal").strip().isdigit()
+        page.screenshot(path=str(SHOTS / "operator-capture.png"))
+        flagged = page.locator(".cand.flag").count()
+        first_plain = page.locator(".cand:not(.flag)").first
+        first_plain.tap()  # a single tap excludes one part
+        assert "out" in first_plain.get_attribute("class")
+        page.keyboard.press("Enter")  # one key confirms the rest
+        page.wait_for_function("document.querySelector('#cmsg').textContent.includes('confirmed')")
+        disp = [r.disposition for r in station.evidence.query("capture_id IS NOT NULL", limit=100)]
+        assert disp.count("normal") == 10 - 1 - flagged and disp.count("excluded") == 1 + flagged
+        page.wait_for_selector("#review:not([hidden])")
+    finally:
+        server.should_exit = True
+        thread.join(5)
+        station.stop()

@@ -7,6 +7,7 @@ from typing import Literal
 from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import Response
 
+from serving.api.schemas import RecordId
 from serving.api.deps import station
 from serving.errors import LineguardError
 
@@ -23,7 +24,7 @@ def live(kind: Literal["crop", "overlay"], st=Depends(station)) -> Response:
 
 
 @router.get("/api/evidence/{rid}/{kind}.png", response_class=Response)
-def image(rid: int, kind: Literal["crop", "overlay"], st=Depends(station)) -> Response:
+def image(rid: RecordId, kind: Literal["crop", "overlay"], st=Depends(station)) -> Response:
     """The ROI crop or the heatmap overlay of one record."""
     rec = st.evidence.get(rid)
     name = rec and getattr(rec, f"{kind}_file")

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends
 
 from serving.api.auth import Session
 from serving.api.deps import current_session, station
-from serving.api.schemas import AlarmView, PartView, StateResponse
+from serving.api.schemas import AlarmView, ComponentView, PartView, StabilityView, StateResponse
 
 router = APIRouter(tags=["state"])
 
@@ -30,5 +30,17 @@ def state(s: Session = Depends(current_session), st=Depends(station)) -> StateRe
         running=live.running, finished=live.finished,
         alarms=[AlarmView(name=a.name, message=a.message, level=a.level, count=a.count, kind=a.kind, since=a.since,
                           acked_by=a.acked_by) for a in st.alarms.active()],
-        reviewed=st.evidence.reviewed(),
+        reviewed=st.evidence.reviewed(), stability=stability_view(st),
     )
+
+
+def stability_view(st) -> StabilityView:
+    """The monitor's last report, with the overrides as an observed false-reject rate."""
+    mon, rep = st.stability, st.stability.report
+    b = mon.baseline
+    observed = rep.false_alarms / rep.parts if rep.parts else None
+    return StabilityView(
+        available=b is not None, index=rep.index if b is not None else None, alert=mon.alert, moving=rep.moving,
+        components=[ComponentView(name=c.name, score=round(c.score, 1), detail=c.detail) for c in rep.components.values()],
+        parts=rep.parts, frr_expected=b.frr_expected if b else None, frr_interval=b.frr_interval if b else None,
+        frr_observed=observed)

@@ -3,6 +3,7 @@
 const $ = (id) => document.getElementById(id);
 let token = sessionStorage.getItem("lg_token");
 let items = [], sel = 0, cls = null, lastSeq = null, timers = [];
+let cap = null, capOut = new Set(), capSel = 0, capKey = "", lastState = null;
 const blobs = {};
 
 async function api(path, opts = {}) {
@@ -25,7 +26,7 @@ async function image(el, path) {
 function show(loggedIn) {
   $("login").hidden = loggedIn; $("app").hidden = !loggedIn;
   timers.forEach(clearInterval); timers = [];
-  if (loggedIn) { tick(); loadReview(); timers = [setInterval(tick, 400), setInterval(loadReview, 3000)]; }
+  if (loggedIn) { tick(); loadReview(); timers = [setInterval(tick, 400), setInterval(loadReview, 3000), setInterval(loadCapture, 3000)]; loadCapture(); }
 }
 
 function logout() { token = null; sessionStorage.removeItem("lg_token"); show(false); }
@@ -67,8 +68,21 @@ async function tick() {
       else { $("crop").removeAttribute("src"); $("heat").removeAttribute("src"); }
     }
   }
+  renderStability(s.stability);
+  lastState = s; renderCapStart();
   renderAlarms(s.alarms);
   $("resetStop").hidden = !s.stop_line;
+}
+
+function renderStability(st) {
+  const bar = $("stabBar");
+  if (!st.available) { $("stabVal").textContent = "n/a"; $("stabWhy").textContent = "bundle without a baseline"; bar.style.width = "0"; return; }
+  bar.style.width = st.index + "%"; bar.className = st.alert ? "bad" : (st.index < 75 ? "warn" : "");
+  $("stabVal").textContent = Math.round(st.index);
+  const moving = st.components.find(c => c.name === st.moving);
+  const frr = st.frr_expected == null ? "" : " · false rejects " + (st.frr_observed == null ? "–" : (100 * st.frr_observed).toFixed(1) + "%") +
+    " vs " + (100 * st.frr_expected).toFixed(1) + "% [" + (100 * st.frr_interval[0]).toFixed(1) + "–" + (100 * st.frr_interval[1]).toFixed(1) + "]";
+  $("stabWhy").textContent = (moving ? moving.name + ": " + moving.detail : (st.parts < 20 ? "warming up" : "steady")) + frr;
 }
 
 function renderAlarms(alarms) {
@@ -151,9 +165,75 @@ async function decide(disposition) {
 $("btnPass").onclick = () => decide("false_alarm");
 $("btnFail").onclick = () => decide("defect");
 
+// ------------------------------------------------------------ recalibration capture
+function capturePending() { return !!cap && cap.done && !cap.confirmed_by && cap.candidates.length > 0; }
+
+// the prompt to capture shows on a drift alert (or to an engineer), never while a capture runs or awaits its confirmation
+function renderCapStart() {
+  const s = lastState;
+  $("capStart").hidden = !s || !(s.stability.alert || s.role === "engineer") || (!!cap && !cap.done) || capturePending();
+}
+
+async function loadCapture() {
+  try { cap = await api("/api/capture"); } catch (e) { return; }
+  const panel = $("capture"), pending = capturePending(), running = !!cap && !cap.done;
+  panel.hidden = !(pending || running); $("review").hidden = pending; renderCapStart();
+  if (!cap) return;
+  $("capInfo").textContent = running ? "capturing: " + cap.count + (cap.target_parts ? " / " + cap.target_parts : "") + " parts"
+    : cap.candidates.length + " parts captured by " + cap.started_by + (cap.confirmed_by ? ", confirmed by " + cap.confirmed_by : "");
+  $("capStop").hidden = !running; $("capConfirm").hidden = !pending; $("capGrid").hidden = !pending;
+  const key = cap.id + ":" + cap.candidates.length + ":" + pending;
+  if (!pending || key === capKey) return;
+  capKey = key; capOut = new Set(cap.candidates.filter(c => c.flagged).map(c => c.id)); capSel = 0;
+  const grid = $("capGrid"); grid.replaceChildren();
+  cap.candidates.forEach((c, k) => {
+    const b = document.createElement("button"), img = document.createElement("img");
+    b.className = "cand" + (c.flagged ? " flag" : ""); b.dataset.id = c.id;
+    b.title = "part #" + c.seq + " score " + (c.score == null ? "n/a" : c.score.toFixed(3)) + (c.flagged ? " — looks different" : "");
+    img.id = "c" + c.id; img.alt = "part #" + c.seq; b.appendChild(img);
+    b.onclick = () => { capSel = k; toggleOut(c.id); };
+    grid.appendChild(b); image(img, "/api/evidence/" + c.id + "/crop.png");
+  });
+  paintCapture();
+}
+
+function toggleOut(id) { capOut.has(id) ? capOut.delete(id) : capOut.add(id); paintCapture(); }
+
+function paintCapture() {
+  document.querySelectorAll(".cand").forEach((el, k) => {
+    el.classList.toggle("out", capOut.has(+el.dataset.id)); el.classList.toggle("sel", k === capSel);
+  });
+  const n = cap ? cap.candidates.length - capOut.size : 0;
+  $("capConfirm").textContent = "Confirm " + n + " good"; $("capConfirm").appendChild(Object.assign(document.createElement("kbd"), {textContent: "Enter"}));
+}
+
+async function confirmCapture() {
+  if (!capturePending()) return;
+  const flagged = new Set(cap.candidates.filter(c => c.flagged).map(c => c.id));
+  const body = {exclude: [...capOut].filter(id => !flagged.has(id)),
+                include_flagged: [...flagged].filter(id => !capOut.has(id))};
+  try {
+    const r = await api("/api/capture/" + cap.id + "/confirm", {method: "POST", body: JSON.stringify(body)});
+    $("cmsg").textContent = r.normal + " parts confirmed as normal, " + r.excluded + " excluded";
+    capKey = ""; loadCapture();
+  } catch (err) { $("cmsg").textContent = err.message; }
+}
+$("capConfirm").onclick = confirmCapture;
+$("capStop").onclick = () => api("/api/capture/stop", {method: "POST"}).then(loadCapture).catch(e => { $("cmsg").textContent = e.message; });
+$("capStart").onclick = () => api("/api/capture", {method: "POST", body: JSON.stringify({minutes: 10, parts: 600})})
+  .then(loadCapture).catch(e => { $("rmsg").textContent = e.message; });
+
 document.addEventListener("keydown", (e) => {
   if (!token || e.target.tagName === "INPUT") return;
   const k = e.key.toLowerCase();
+  if (capturePending()) {
+    const n = cap.candidates.length;
+    if (k === "enter") confirmCapture();
+    else if (k === "arrowright") { capSel = Math.min(capSel + 1, n - 1); paintCapture(); }
+    else if (k === "arrowleft") { capSel = Math.max(capSel - 1, 0); paintCapture(); }
+    else if (k === "x" || k === " ") { e.preventDefault(); toggleOut(cap.candidates[capSel].id); }
+    return;
+  }
   if (k === "arrowright") { sel = Math.min(sel + 1, items.length - 1); highlight(); }
   else if (k === "arrowleft") { sel = Math.max(sel - 1, 0); highlight(); }
   else if (/^[1-9]$/.test(k)) { const b = $("classes").children[+k - 1]; if (b) pickClass(b.dataset.name); }
