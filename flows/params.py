@@ -71,6 +71,34 @@ class RecalibrateParams(StrictModel):
                                                       "current model rejects) get a rebuild warning")
 
 
+class LabelsParams(StrictModel):
+    """The review -> Label Studio -> dataset loop."""
+
+    classes: list[str] = Field([], description="defect classes of the product (Label Studio labels, quick tags)")
+    project: str = Field("lineguard-{product}", description="Label Studio project title; {product} is filled in")
+    val_fraction: float = Field(1 / 3, gt=0, lt=1, description="share of labeled parts held out for validation")
+    min_per_class: int = Field(20, ge=1, description="retrain when a class has this many examples not yet trained on")
+    seed: int = 0
+
+
+class DetectorParams(StrictModel):
+    """YOLO detector training (ultralytics, offline)."""
+
+    model: str = Field("lite0-yolo11n", description="lite0-yolo11n (pretrained Lite0 trunk, offline), a model "
+                                                     "yaml, or yolo11n.pt where it can be downloaded")
+    imgsz: int = Field(320, ge=64, le=1280)
+    epochs: int = Field(15, ge=1)
+    batch: int = Field(8, ge=1)
+    close_mosaic: int = Field(5, ge=0)
+    synthetic_per_good: int = Field(3, ge=0, description="copy-paste images per good training image")
+    max_goods: int | None = Field(None, ge=1, description="use at most this many good images for copy-paste")
+    real_repeat: int = Field(2, ge=1, description="times each real training image is repeated")
+    rotate: bool = Field(True, description="paste defects rotated about the image centre (round, centred parts)")
+    confidence: float = Field(0.25, gt=0, lt=1, description="deployed confidence per class (station reports above)")
+    iou: float = Field(0.7, gt=0, le=1)
+    seed: int = 0
+
+
 class ExportParams(StrictModel):
     """ONNX / TensorRT export and parity checks."""
 
@@ -102,6 +130,8 @@ class Params(StrictModel):
     enroll: EnrollParams = EnrollParams()
     calibration: CalibrationParams = CalibrationParams()
     recalibrate: RecalibrateParams = RecalibrateParams()
+    labels: LabelsParams = LabelsParams()
+    detector: DetectorParams = DetectorParams()
     export: ExportParams = ExportParams()
     tracking: TrackingParams = TrackingParams()
 

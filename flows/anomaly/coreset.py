@@ -106,13 +106,17 @@ def coreset_indices(
 
 
 def nearest_sq_distance(x: torch.Tensor, bank: torch.Tensor, block: int = 8192) -> torch.Tensor:
-    """Squared distance of each row of ``x`` to its nearest row of ``bank`` (blocked GEMMs)."""
-    bank = bank.float()
-    bsq = (bank * bank).sum(1)
+    """Squared distance of each row of ``x`` to its nearest row of ``bank`` (blocked GEMMs).
+
+    min_j |x - b_j|^2 = |x|^2 + min_j (|b_j|^2 - 2 x.b_j): the row's own norm is added after the
+    reduction, so each block costs one GEMM with bias and one pass to find the minimum.
+    """
+    bank_t = bank.float().t().contiguous()
+    bsq = (bank_t * bank_t).sum(0, keepdim=True)
     out = torch.empty(x.shape[0])
     with torch.no_grad():
         for i in range(0, x.shape[0], block):
             xb = x[i : i + block].float()
-            d = torch.addmm(bsq.unsqueeze(0), xb, bank.t(), alpha=-2.0) + (xb * xb).sum(1, keepdim=True)
-            out[i : i + block] = d.amin(1).clamp_min_(0)
+            partial = torch.addmm(bsq, xb, bank_t, alpha=-2.0).amin(1)
+            out[i : i + block] = (partial + (xb * xb).sum(1)).clamp_min_(0)
     return out

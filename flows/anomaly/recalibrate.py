@@ -39,7 +39,7 @@ from flows.data.dataset import dataset_hash, load_tensors
 from flows.params import Params
 from serving.drift.capture import flag_outliers
 from serving.engine.bundle import load_bundle
-from serving.engine.preprocess import InputSpec, Roi
+from serving.engine.preprocess import InputSpec, Roi, resize
 from serving.errors import ConfigError, DatasetError
 from serving.evidence.export import CAPTURE_FILE
 from serving.images import list_images
@@ -176,7 +176,7 @@ def recalibrate(bundle: str | Path, normals: str | Path, out: str | Path, params
     old_scores = np.asarray(ckpt["unseen_scores"], np.float64)
     bank_before = int(model.memory_bank.shape[0]) if isinstance(model, PatchcoreModel) else 0
     if mode == "incremental":
-        new_unseen, bank_after = _incremental(model, ckpt, emb, d_old, x, paths, pooled_new, p, out, info)
+        new_unseen, bank_after, thr = _incremental(model, ckpt, emb, d_old, x, paths, pooled_new, p, out, info)
         old_after = old_scores  # the bank only grew: each old normal's unseen score can only fall
     elif mode == "rebuild":
         data = Path(old_data or p.data.dir)
@@ -187,14 +187,13 @@ def recalibrate(bundle: str | Path, normals: str | Path, out: str | Path, params
             warnings.append(f"rebuild read {n_old} old normals from {data}, the bundle was enrolled from "
                             f"{len(ckpt['enroll_files'])}: is --old-data the original training folder?")
         new_unseen, old_after, bank_after = res.unseen_scores[n_old:], res.unseen_scores[:n_old], res.bank_size
+        thr = res.thresholds.model_dump(mode="json")
     else:
         raise ConfigError(f"mode {mode!r}: choose incremental or rebuild")
 
     from flows.anomaly.export import export_bundle
     from flows.drift.plots import before_after
 
-    new_ckpt = load_enrollment(out)
-    thr = new_ckpt["thresholds"]
     (out / REPORT_DIR).mkdir(parents=True, exist_ok=True)
     plot = before_after({f"old model ({old_manifest.bundle_version[-8:]})": ({"old normals": old_scores, "new normals": before},
                                                                            old_thr.image),
@@ -226,8 +225,9 @@ def _scores_from(scorer: AnomalyScorer, patch_sq: torch.Tensor, shape, size) -> 
 
 
 def _incremental(model, ckpt: dict, emb: torch.Tensor, d_old: torch.Tensor, x: np.ndarray, paths: list[Path],
-                 pooled_new: np.ndarray, p: Params, out: Path, info: dict) -> tuple[np.ndarray, int]:
+                 pooled_new: np.ndarray, p: Params, out: Path, info: dict) -> tuple[np.ndarray, int, dict]:
     """Merge the new normals into the bank (PatchCore) and save the new enrollment; the old images are not touched.
+    Returns (the new normals' unseen scores, the bank size, the new thresholds).
 
     Per fold of the new normals, the greedy k-center continues from the old bank over that fold's patches and
     stops once they are covered as tightly as the old bank covers its own normals (``coverage_sq``): a steady
@@ -280,7 +280,8 @@ def _incremental(model, ckpt: dict, emb: torch.Tensor, d_old: torch.Tensor, x: n
         "state_dict": model.state_dict(), "bank_source": np.concatenate([ckpt["bank_source"], new_source]),
         "enroll_files": [*ckpt["enroll_files"], *[q.name for q in paths]],
         "folds": np.concatenate([ckpt["folds"], folds]),
-        "thumbnails": np.concatenate([ckpt["thumbnails"], to_uint8_crops(x, spec, p.export.thumbnail_px)]),
+        "thumbnails": np.concatenate([ckpt["thumbnails"], np.stack([resize(c, p.export.thumbnail_px,
+                                                                              p.export.thumbnail_px) for c in crops])]),
         "parity_crops": np.concatenate([ckpt["parity_crops"][: p.export.parity_images // 2],
                                         crops[: p.export.parity_images - p.export.parity_images // 2]]),
         "thresholds": t.model_dump(mode="json"), "unseen_scores": all_scores, "pooled": pooled, "embed_mean": mean,
@@ -289,4 +290,4 @@ def _incremental(model, ckpt: dict, emb: torch.Tensor, d_old: torch.Tensor, x: n
         "timings": {}, "parent_version": info["parent_version"], "recalibration": info,
         "coverage_sq": ckpt.get("coverage_sq"),
     })
-    return scores, int(model.memory_bank.shape[0])
+    return scores, int(model.memory_bank.shape[0]), t.model_dump(mode="json")

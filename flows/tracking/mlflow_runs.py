@@ -157,9 +157,11 @@ def log_evaluation(enroll_run_id: str, report: dict, params: Params, report_dir:
 
 
 def register_bundle(bundle_dir: str | Path, run_id: str, params: Params) -> str:
-    """Log the verified bundle's files to the run and register them as a version of ``lineguard-<product>``."""
+    """Log the verified bundle's files to the run and register them as a version of ``lineguard-<product>``
+    (a detector bundle: ``lineguard-<product>-detector``)."""
     bundle = load_bundle(bundle_dir)
-    tp, name = params.tracking, params.model_name
+    kind = bundle.manifest.model_kind
+    tp, name = params.tracking, params.model_name + ("-detector" if kind == "detector" else "")
     c = client(tp)
     with tempfile.TemporaryDirectory() as tmp:
         # only the manifest's files travel: enrollment.pt is training-side state
@@ -178,13 +180,15 @@ def register_bundle(bundle_dir: str | Path, run_id: str, params: Params) -> str:
     except Exception:  # noqa: BLE001 - mlflow raises a generic RestException for "not found"
         c.create_registered_model(name, description=f"Lineguard engine bundles for {params.product} (ONNX + manifest)")
     t = m.thresholds
+    config = ({"image": t.image, "pixel": t.pixel, "target_frr": t.target_frr, "method": t.method} if t else
+              {"confidence": m.detector.confidence, "iou": m.detector.iou})
     tags = {"bundle_version": m.bundle_version, "dataset_hash": m.provenance.dataset_hash,
             "model_sha256": m.files[m.model_file].sha256, "model_kind": m.model_kind,
-            "threshold_config": json.dumps({"image": t.image, "pixel": t.pixel, "target_frr": t.target_frr,
-                                            "method": t.method}),
+            "threshold_config": json.dumps(config),
             "parent_version": m.provenance.parent_version or "", "git_commit": m.provenance.git_commit or "unknown"}
+    what = f"threshold {t.image:.4g}" if t else f"classes {', '.join(m.class_names)}"
     mv = c.create_model_version(name, f"{c.get_run(run_id).info.artifact_uri}/bundle", run_id=run_id, tags=tags,
-                                description=f"{m.algorithm} on {m.backbone}, threshold {t.image:.4g}")
+                                description=f"{m.algorithm} on {m.backbone}, {what}")
     c.set_registered_model_alias(name, tp.alias, mv.version)
     return str(mv.version)
 
@@ -214,4 +218,28 @@ def log_recalibration(result, params: Params, parent) -> tuple[str, str]:
     m = load_bundle(result.out).manifest
     write_manifest(Path(result.out), m.model_copy(update={"provenance": m.provenance.model_copy(
         update={"mlflow_run_id": rid})}))
+    return rid, register_bundle(result.out, rid, params)
+
+
+def log_detector(result, params: Params, data: Path) -> tuple[str, str]:
+    """A run for one detector training (mAP, per-class AP/P/R, the dataset's hashes, the confusion matrix),
+    and the bundle registered as the next version of ``lineguard-<product>-detector``."""
+    c = client(params.tracking)
+    from flows.detector.train import dvc_hash
+
+    rid = _start(c, params, "detector-train", time.time() - result.seconds,
+                 {"dataset_sha256": result.dataset_sha256, "dataset_dvc_md5": dvc_hash(data) or "not DVC-tracked",
+                  "dataset_dir": str(data), "bundle_version": result.bundle_version})
+    for k, v in _flatten(params.detector.model_dump(mode="json")).items():
+        c.log_param(rid, f"detector.{k}", v)
+    for k in ("n_train", "n_val", "n_synthetic"):
+        c.log_param(rid, k, getattr(result, k))
+    c.log_metric(rid, "map50", result.map50)
+    for cls in result.per_class:
+        c.log_metric(rid, f"ap50_{cls}", result.per_class[cls])
+        c.log_metric(rid, f"precision_{cls}", result.precision.get(cls, 0.0))
+        c.log_metric(rid, f"recall_{cls}", result.recall.get(cls, 0.0))
+    c.log_metric(rid, "seconds", result.seconds)
+    c.log_artifacts(rid, str(Path(result.out) / "report"), "report")
+    c.set_terminated(rid, "FINISHED")
     return rid, register_bundle(result.out, rid, params)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from serving.drift.baseline import Baseline
 from serving.engine.preprocess import InputSpec, Roi
@@ -100,6 +100,17 @@ class FileEntry(StrictModel):
     bytes: int
 
 
+class DetectorSpec(StrictModel):
+    """How a detector bundle's raw output becomes boxes, and at what confidence each class is reported."""
+
+    format: Literal["yolo-raw"] = Field("yolo-raw", description="[1, 4 + classes, N]: cx, cy, w, h in input "
+                                                                "pixels, then one score per class; NMS in numpy")
+    confidence: dict[str, float] = Field(description="class -> deployed confidence (boxes below are not reported)")
+    iou: float = Field(0.7, gt=0, le=1, description="NMS overlap above which the weaker box of a class is dropped")
+    letterbox: bool = Field(True, description="resize keeping the aspect ratio, pad with grey (as in training)")
+    metrics: dict = Field({}, description="held-out evaluation: map50, per-class AP50 / precision / recall")
+
+
 class Manifest(StrictModel):
     """``manifest.json``: everything a station needs to run and trust a bundle."""
 
@@ -110,7 +121,8 @@ class Manifest(StrictModel):
     backbone: str
     input: InputSpec
     outputs: list[str]
-    thresholds: Thresholds
+    thresholds: Thresholds | None = Field(None, description="anomaly bundles: calibrated from normals")
+    detector: DetectorSpec | None = Field(None, description="detector bundles: box decoding and confidences")
     roi: Roi | None
     class_names: list[str] = []
     files: dict[str, FileEntry]
@@ -120,6 +132,18 @@ class Manifest(StrictModel):
     explain: dict[str, str] = {}
     provenance: Provenance
     baseline: Baseline | None = Field(None, description="what normal looked like at enrollment (schema 2)")
+
+    @model_validator(mode="after")
+    def _kind_has_its_section(self) -> "Manifest":
+        if self.model_kind == "anomaly" and self.thresholds is None:
+            raise ValueError("an anomaly bundle needs 'thresholds'")
+        if self.model_kind == "detector":
+            if self.detector is None or not self.class_names:
+                raise ValueError("a detector bundle needs 'detector' and 'class_names'")
+            unknown = sorted(set(self.detector.confidence) - set(self.class_names))
+            if unknown:
+                raise ValueError(f"detector.confidence names classes {unknown} that are not in class_names")
+        return self
 
     @property
     def has_fingerprint(self) -> bool:

@@ -75,5 +75,8 @@ class ImageVault:
 
     def read(self, name: str) -> bytes:
         """Decrypt ``folder/name``; raises if the file was altered or written under another key."""
-        blob = (self.folder / name).read_bytes()
+        return self.decrypt(name, (self.folder / name).read_bytes())
+
+    def decrypt(self, name: str, blob: bytes) -> bytes:
+        """Decrypt the bytes of image file ``name`` read from anywhere (a sync target, a bucket)."""
         return self.aead.decrypt(blob[:12], blob[12:], self._aad(name))

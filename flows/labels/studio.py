@@ -1,0 +1,395 @@
+"""Confirmed defects to Label Studio and labelers' boxes back: idempotent push and pull, and a persistent queue.
+
+**Push.** Parts an operator confirmed as defects (from the evidence the stations synced) become tasks in
+a project whose rectangle labels are the product's classes. Each task is *pre-annotated*: a prediction
+with one box per connected component of the anomaly map above the bundle's pixel threshold, labelled
+with the operator's class, scored with the anomaly score. Images are decrypted with the evidence key
+into the label store and served by Label Studio's Local Files storage. Tasks carry the part's
+identity (``ext_id`` = station/boot/seq) in their data, so a re-push finds them and creates no
+duplicates. When Label Studio cannot be reached the tasks stay in a queue on disk, retried at every
+push, and the store's state says since when it has been unreachable.
+
+**Pull.** The newest submitted annotation of each task becomes ``annotations/<id>.json`` (boxes in image
+pixels). Edited annotations replace theirs; a task deleted in Label Studio, or whose annotations were
+all deleted, loses its file (and a deleted task is not pushed again); boxes with an unknown class or
+no area are reported and left out. Pulling twice changes nothing.
+
+>>> store = LabelStore("data/labels"); push(store, defect_tasks(...), connection(), "lineguard-bottle", classes)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from flows.labels.server import ServerInfo
+from serving.errors import ConfigError, LineguardError
+
+FROM_NAME, TO_NAME = "label", "image"
+
+
+class LabelStudioUnreachable(LineguardError):
+    """Label Studio did not answer; the work is queued, not lost."""
+
+
+def label_config(classes: list[str]) -> str:
+    """A rectangle-labeling project for ``classes``."""
+    labels = "".join(f'<Label value="{c}"/>' for c in classes)
+    return (f'<View><Image name="{TO_NAME}" value="$image"/>'
+            f'<RectangleLabels name="{FROM_NAME}" toName="{TO_NAME}">{labels}</RectangleLabels></View>')
+
+
+class LabelStore:
+    """The loop's files: decrypted images, pulled annotations, and the state of the Label Studio project."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        for sub in ("images", "annotations"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self.state_file = self.root / "state.json"
+        self.state = json.loads(self.state_file.read_text()) if self.state_file.exists() else {}
+        for key, empty in (("tasks", {}), ("tombstones", []), ("queue", []), ("annotations", {})):
+            self.state.setdefault(key, empty)
+
+    def save(self) -> None:
+        """Write the state atomically (a crash mid-write keeps the previous one)."""
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state, indent=1))
+        tmp.replace(self.state_file)
+
+    @staticmethod
+    def key(ext_id: str) -> str:
+        """A file-name-safe key for a part id."""
+        return ext_id.replace("/", "__")
+
+    def annotation(self, ext_id: str) -> dict | None:
+        """The pulled annotation of one part, if any."""
+        path = self.root / "annotations" / f"{self.key(ext_id)}.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def annotations(self) -> list[dict]:
+        """Every pulled annotation."""
+        return [json.loads(p.read_text()) for p in sorted((self.root / "annotations").glob("*.json"))]
+
+
+@dataclass
+class PushResult:
+    """What a push did."""
+
+    pushed: int = 0
+    already_there: int = 0
+    queued: int = 0
+    skipped: list[str] = field(default_factory=list)
+    project_id: int | None = None
+
+
+@dataclass
+class PullResult:
+    """What a pull changed."""
+
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    deleted_tasks: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def anomaly_boxes(amap: np.ndarray, pixel_threshold: float, width: int, height: int) -> list[tuple[float, float, float, float]]:
+    """Boxes (x, y, w, h in image pixels) of the connected regions of an anomaly map above the pixel threshold."""
+    mask = cv2.resize((amap > pixel_threshold).astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST)
+    _, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    return [(float(x), float(y), float(w), float(h)) for x, y, w, h, area in stats[1:] if area >= 16]
+
+
+def _task(ext_id: str, image_rel: str, width: int, height: int, boxes, cls: str, score: float, version: str) -> dict:
+    result = [{"id": hashlib.sha1(f"{ext_id}/{i}".encode()).hexdigest()[:10], "from_name": FROM_NAME, "to_name": TO_NAME,
+               "type": "rectanglelabels", "original_width": width, "original_height": height, "image_rotation": 0,
+               "value": {"x": 100 * x / width, "y": 100 * y / height, "width": 100 * w / width,
+                         "height": 100 * h / height, "rotation": 0, "rectanglelabels": [cls]}, "score": score}
+              for i, (x, y, w, h) in enumerate(boxes)]
+    return {"data": {"image": f"/data/local-files/?d={image_rel}", "ext_id": ext_id},
+            "meta": {"source": "lineguard"},
+            "predictions": [{"model_version": version, "score": score, "result": result}]}
+
+
+def defect_tasks(evidence: str, key_file: str | Path, bundle: str | Path, store: LabelStore, classes: list[str],
+                 files_root: str | Path, default_class: str | None = None) -> tuple[list[dict], list[str]]:
+    """Tasks for every confirmed defect in the synced evidence not yet in Label Studio (or deleted there);
+    their images decrypted into the store. Returns (tasks, problems)."""
+    import fsspec
+
+    from flows.data.evidence import load_records, storage_options
+    from serving.engine.anomaly import AnomalyEngine
+    from serving.evidence.crypto import ImageVault, load_key
+
+    records = load_records(evidence)
+    if records.empty or "disposition" not in records:
+        return [], []
+    confirmed = records[records["disposition"] == "defect"]
+    engine = AnomalyEngine.load(bundle)
+    engine.roi = None  # evidence crops are already the ROI
+    pix = engine.thresholds.pixel
+    key = load_key(key_file)
+    known = set(store.state["tasks"]) | set(store.state["tombstones"]) | {t["data"]["ext_id"] for t in store.state["queue"]}
+    root = evidence[len("file://"):] if evidence.startswith("file://") else evidence
+    tasks, problems = [], []
+    for r in confirmed.itertuples():
+        ext_id = f"{r.station_id}/{r.boot_id}/{r.seq}"
+        if ext_id in known:
+            continue
+        cls = r.disposition_class if isinstance(r.disposition_class, str) and r.disposition_class else default_class
+        if cls not in classes:
+            problems.append(f"{ext_id}: operator's class {cls!r} is not one of {classes}; add it to labels.classes "
+                            "or re-review the part")
+            continue
+        if not isinstance(r.crop_file, str):
+            problems.append(f"{ext_id}: no picture was kept for this part")
+            continue
+        try:
+            with fsspec.open(f"{root}/{r.station_id}/images/{r.crop_file}", "rb", **storage_options(root)) as fh:
+                png = ImageVault(key, r.station_id, Path(".")).decrypt(r.crop_file, fh.read())
+        except Exception as exc:  # noqa: BLE001 - one unreadable picture does not stop the push
+            problems.append(f"{ext_id}: picture {r.crop_file} could not be read or decrypted ({type(exc).__name__})")
+            continue
+        img = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
+        path = store.root / "images" / f"{LabelStore.key(ext_id)}.png"
+        path.write_bytes(png)
+        try:
+            rel = path.resolve().relative_to(Path(files_root).resolve())
+        except ValueError:
+            raise ConfigError(f"label store {store.root} is outside Label Studio's Local Files root {files_root}; "
+                              "keep the store under it (the project's server serves data/)") from None
+        res = engine.infer(img)
+        boxes = anomaly_boxes(res.anomaly_map, pix, img.shape[1], img.shape[0]) or [(0.0, 0.0, img.shape[1], img.shape[0])]
+        tasks.append(_task(ext_id, rel, img.shape[1], img.shape[0], boxes, cls, round(float(r.score), 4),
+                           engine.bundle.manifest.bundle_version))
+    return tasks, problems
+
+
+def client(info: ServerInfo):
+    """A Label Studio SDK client that fails fast (the queue retries, not the SDK)."""
+    from label_studio_sdk.client import LabelStudio
+
+    return LabelStudio(base_url=info.url, api_key=info.token, timeout=15, max_retries=0)
+
+
+def _call(info: ServerInfo, fn):
+    import httpx
+    from label_studio_sdk.core.api_error import ApiError
+
+    try:
+        return fn()
+    except (httpx.ConnectError, httpx.TimeoutException, httpx.RemoteProtocolError) as exc:
+        raise LabelStudioUnreachable(f"Label Studio at {info.url} is not reachable ({type(exc).__name__}); "
+                                     "start it with `lineguard labels server start`") from None
+    except ApiError as exc:
+        if exc.status_code == 401:
+            raise ConfigError(f"Label Studio at {info.url} refused the API token (401); set LABEL_STUDIO_API_KEY or "
+                              "restart the project's server") from None
+        raise
+
+
+def ensure_project(ls, store: LabelStore, title: str, classes: list[str], files_root: Path) -> int:
+    """The project for ``title`` with ``classes`` as labels and Local Files storage over the store's images."""
+    config = label_config(classes)
+    pid = store.state.get("project_id")
+    project = None
+    if pid is not None:
+        try:
+            project = ls.projects.get(pid)
+        except Exception:  # noqa: BLE001 - deleted in Label Studio: find or make another
+            project = None
+    if project is None:
+        project = next((p for p in ls.projects.list(title=title) if p.title == title), None)
+    if project is None:
+        project = ls.projects.create(title=title, label_config=config, show_collab_predictions=True,
+                                     description="Parts confirmed as defects at Lineguard stations")
+    elif project.label_config != config:
+        ls.projects.update(project.id, label_config=config)
+    if project.id != store.state.get("project_id"):  # a new project: task ids of the old one mean nothing here
+        store.state.update(project_id=project.id, tasks={}, annotations={})
+    images = (store.root / "images").resolve()
+    if not images.is_relative_to(files_root.resolve()):
+        raise ConfigError(f"label store {store.root} is outside Label Studio's Local Files root {files_root}; "
+                          "keep the store under it (the project's server serves data/labels)")
+    if not any(s.path == str(images) for s in ls.import_storage.local.list(project=project.id)):
+        ls.import_storage.local.create(project=project.id, path=str(images), title="lineguard evidence",
+                                       regex_filter=r".*\.png", use_blob_urls=True)
+    return project.id
+
+
+def _live_tasks(ls, pid: int) -> dict[str, dict]:
+    """ext_id -> task (annotations inline) of every task in the project."""
+    return {t.data.get("ext_id"): t for t in ls.tasks.list(project=pid, fields="all") if t.data.get("ext_id")}
+
+
+def push(store: LabelStore, tasks: list[dict], info: ServerInfo, title: str, classes: list[str]) -> PushResult:
+    """Queue ``tasks`` and push the whole queue; on a connection failure everything stays queued."""
+    result = PushResult()
+    store.state["queue"].extend(tasks)
+    store.save()
+    if not store.state["queue"]:
+        return result
+    ls = client(info)
+    try:
+        def do():
+            pid = ensure_project(ls, store, title, classes, Path(info.files_root))
+            live = _live_tasks(ls, pid)
+            todo = []
+            for t in store.state["queue"]:
+                ext = t["data"]["ext_id"]
+                if ext in live:  # pushed before (or by another run): no duplicate
+                    store.state["tasks"][ext] = live[ext].id
+                    result.already_there += 1
+                else:
+                    todo.append(t)
+            if todo:
+                r = ls.projects.import_tasks(pid, request=todo, return_task_ids=True)
+                for t, tid in zip(todo, r.task_ids):
+                    store.state["tasks"][t["data"]["ext_id"]] = tid
+                result.pushed = len(todo)
+            result.project_id = pid
+
+        _call(info, do)
+    except LabelStudioUnreachable as exc:
+        store.state.setdefault("unreachable_since", time.time())
+        store.state["last_error"] = str(exc)
+        result.queued = len(store.state["queue"])
+        store.save()
+        raise LabelStudioUnreachable(f"{exc}; {result.queued} task(s) queued in {store.state_file}, pushed on the "
+                                     "next run") from None
+    store.state["queue"] = []
+    store.state.pop("unreachable_since", None)
+    store.state.pop("last_error", None)
+    store.state["last_push"] = time.time()
+    store.save()
+    return result
+
+
+def _time(value) -> float:
+    if isinstance(value, datetime):
+        return value.timestamp()
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+
+
+def _boxes(annotation: dict, classes: list[str], ext_id: str, problems: list[str]) -> list[dict]:
+    out = []
+    for region in annotation.get("result", []):
+        if region.get("type") != "rectanglelabels":
+            continue
+        v, w, h = region["value"], region.get("original_width"), region.get("original_height")
+        labels = v.get("rectanglelabels") or []
+        cls = labels[0] if labels else None
+        if cls not in classes:
+            problems.append(f"{ext_id}: box with class {cls!r}, not one of {classes}: left out (add the class to "
+                            "labels.classes, or fix the label in Label Studio)")
+            continue
+        if not w or not h:
+            problems.append(f"{ext_id}: box without the image size: left out")
+            continue
+        bw, bh = v.get("width", 0) * w / 100, v.get("height", 0) * h / 100
+        if bw < 1 or bh < 1:
+            problems.append(f"{ext_id}: {cls} box of {bw:.1f} x {bh:.1f} px has no area: left out")
+            continue
+        x, y = v.get("x", 0) * w / 100, v.get("y", 0) * h / 100
+        x0, y0 = max(0.0, x), max(0.0, y)
+        out.append({"class": cls, "x0": x0, "y0": y0, "x1": min(float(w), x + bw), "y1": min(float(h), y + bh),
+                    "width": w, "height": h})
+    return out
+
+
+def pull(store: LabelStore, info: ServerInfo, classes: list[str]) -> PullResult:
+    """Bring the newest submitted annotation of every task into the store; reflect edits and deletions."""
+    result = PullResult()
+    pid = store.state.get("project_id")
+    if pid is None:
+        return result
+    ls = client(info)
+    live = _call(info, lambda: _live_tasks(ls, pid))
+    for ext_id in list(store.state["tasks"]):
+        if ext_id not in live:  # deleted in Label Studio: not pushed again, not trained on
+            store.state["tasks"].pop(ext_id)
+            store.state["tombstones"].append(ext_id)
+            result.deleted_tasks.append(ext_id)
+            if _remove(store, ext_id):
+                result.removed += 1
+    for ext_id, task in live.items():
+        store.state["tasks"][ext_id] = task.id
+        anns = [a for a in (task.annotations or []) if not a.get("was_cancelled")]
+        if not anns:
+            if _remove(store, ext_id):
+                result.removed += 1
+            continue
+        ann = max(anns, key=lambda a: _time(a.get("updated_at") or a.get("created_at")))
+        stamp = f"{ann['id']}@{_time(ann.get('updated_at') or ann.get('created_at'))}"
+        if store.state["annotations"].get(ext_id) == stamp and store.annotation(ext_id) is not None:
+            result.unchanged += 1
+            continue
+        boxes = _boxes(ann, classes, ext_id, result.problems)
+        record = {"ext_id": ext_id, "image": f"images/{store.key(ext_id)}.png", "boxes": boxes, "annotation_id": ann["id"], "task_id": task.id,
+                  "updated_at": ann.get("updated_at"), "completed_by": ann.get("completed_by")}
+        new = store.annotation(ext_id) is None
+        (store.root / "annotations" / f"{store.key(ext_id)}.json").write_text(json.dumps(record, indent=1))
+        store.state["annotations"][ext_id] = stamp
+        result.new += new
+        result.updated += not new
+    store.state["last_pull"] = time.time()
+    store.save()
+    return result
+
+
+def _remove(store: LabelStore, ext_id: str) -> bool:
+    path = store.root / "annotations" / f"{store.key(ext_id)}.json"
+    store.state["annotations"].pop(ext_id, None)
+    if path.exists():
+        path.unlink()
+        return True
+    return False
+
+
+def counts(store: LabelStore) -> dict[str, int]:
+    """Labeled boxes per class in the store."""
+    out: dict[str, int] = {}
+    for a in store.annotations():
+        for b in a["boxes"]:
+            out[b["class"]] = out.get(b["class"], 0) + 1
+    return out
+
+
+def labeled_images(store: LabelStore):
+    """The store's annotations as the detector dataset's :class:`~flows.detector.dataset.LabeledImage`."""
+    from flows.detector.dataset import LabeledImage
+
+    return [LabeledImage(store.root / a["image"], [(b["class"], b["x0"], b["y0"], b["x1"], b["y1"]) for b in a["boxes"]],
+                         a["ext_id"]) for a in store.annotations() if a["boxes"]]
+
+
+def status(store: LabelStore, classes: list[str], min_per_class: int, info: ServerInfo | None = None) -> dict:
+    """Per class: labeled examples, how many the deployed detector was trained on, whether a retrain is due and
+    why not; the queue and Label Studio's reachability."""
+    have = counts(store)
+    trained = store.state.get("trained_on", {})
+    per_class, due = {}, []
+    for c in classes:
+        new = have.get(c, 0) - trained.get(c, 0)
+        ok = new >= min_per_class
+        per_class[c] = {"examples": have.get(c, 0), "trained_on": trained.get(c, 0), "new": new,
+                        "retrain": ok, "why": "due" if ok else f"{new} new example(s), {min_per_class} needed"}
+        if ok:
+            due.append(c)
+    out = {"classes": per_class, "retrain_due": due, "queued": len(store.state["queue"]),
+           "pushed": len(store.state["tasks"]), "deleted_in_label_studio": len(store.state["tombstones"]),
+           "last_error": store.state.get("last_error"), "unreachable_since": store.state.get("unreachable_since")}
+    if info is not None:
+        from flows.labels.server import healthy
+
+        out["label_studio"] = {"url": info.url, "healthy": healthy(info.url)}
+    return out
