@@ -26,7 +26,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 
-def _config(tmp: Path, bundle: str, images: str, port: int, rate: float, frames: int, fail_all: bool) -> Path:
+def _config(tmp: Path, bundle: str, images: str, port: int, rate: float, frames: int, fail_all: bool,
+            detector: str | None = None) -> Path:
     import yaml
 
     from serving.evidence.crypto import generate_key
@@ -42,7 +43,10 @@ def _config(tmp: Path, bundle: str, images: str, port: int, rate: float, frames:
         "evidence": {"dir": str(tmp / f"ev-{rate}-{time.monotonic_ns()}"), "key_file": str(key), "pass_sample_rate": 0.0},
         "api": {"audit_log": str(tmp / "audit.jsonl")},
     }
-    path = tmp / f"station-{rate}.yaml"
+    if detector:
+        classes = json.loads((Path(detector) / "manifest.json").read_text())["detector"]["classes"]
+        cfg.update(detector_bundle=detector, classes=classes)
+    path = tmp / f"station-{rate}{'-det' if detector else ''}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
 
@@ -71,6 +75,14 @@ def run_child(config: Path) -> dict:
     if not line:
         raise RuntimeError(out.stderr[-3000:])
     return json.loads(line[-1][7:])
+
+
+def _stages(lat: list[dict]) -> dict:
+    """p50/p99 per stage over the records' latency dicts (stages a record lacks are left out)."""
+    from flows.evaluation.metrics import percentiles
+
+    names = ("capture", "preprocess", "inference", "detector", "gate", "actuation", "total")
+    return {s: percentiles([x[s] for x in lat if s in x]) for s in names if any(s in x for x in lat)}
 
 
 def pulse_errors(records: list[dict], edges_path: Path, since_ns: int) -> tuple[list[float], list[float]]:
@@ -116,7 +128,8 @@ def main() -> int:
     ap.add_argument("--bundle", default=str(ROOT / "models" / "elpv" / "bundle"))
     ap.add_argument("--images", default=str(ROOT / "data" / "elpv" / "test"))
     ap.add_argument("--frames", type=int, default=120)
-    ap.add_argument("--rates", default="8,12,16,20,25")
+    ap.add_argument("--rates", default="8,12,16,20,25", help="sustained-rate runs ('' to skip)")
+    ap.add_argument("--detector", help="also time the station with this detector bundle beside the anomaly model")
     args = ap.parse_args()
     if not (Path(args.bundle) / "manifest.json").is_file():
         sys.exit(f"{args.bundle}: no bundle; run `bash scripts/demo.sh` first")
@@ -131,21 +144,31 @@ def main() -> int:
         since = time.monotonic_ns()
         r = run_child(cfg)
         lat = [x["lat"] for x in r["records"]]
-        stages = {s: percentiles([x[s] for x in lat if s in x]) for s in ("capture", "preprocess", "inference", "gate",
-                                                                          "actuation", "total")}
+        stages = _stages(lat)
         start_err, width_err = pulse_errors(r["records"], edges, since)
         results["latency"] = stages
         results["pulse"] = {"n": len(start_err), "start_abs": percentiles(np.abs(start_err)),
                             "start_signed_p50": float(np.median(start_err)), "width_abs": percentiles(np.abs(width_err))}
         results["rss_mb"] = r["rss_mb"]
         results["late"] = r["actuation"]["late"]
+        if args.detector:  # same parts, same rate, the detector added: its own cost and what it does to the total
+            rd = run_child(_config(tmp, args.bundle, args.images, port, 8, args.frames, fail_all=True,
+                                   detector=args.detector))
+            results["with_detector"] = _stages([x["lat"] for x in rd["records"]])
+            results["with_detector_rss_mb"] = rd["rss_mb"]
         sustained = {}
-        for rate in [float(x) for x in args.rates.split(",")]:
+        for rate in [float(x) for x in args.rates.split(",") if x]:
             rr = run_child(_config(tmp, args.bundle, args.images, port, rate, int(rate * 8), fail_all=False))
             sustained[rate] = {"dropped": rr["dropped"], "late_frames": rr["late_frames"], "late_decisions": rr["actuation"]["late"]}
         results["sustained"] = sustained
         results["cold_start_ms"] = cold_start(_config(tmp, args.bundle, args.images, port, 8, 1, fail_all=False))
     ok_rates = [r for r, v in results["sustained"].items() if not any(v.values())]
+    if args.detector:
+        print(f"\nwith the detector {Path(args.detector).name} beside the anomaly model (same parts and rate):\n")
+        print("| stage | p50 (ms) | p99 (ms) |\n|---|---|---|")
+        for s, v in results["with_detector"].items():
+            print(f"| {s} | {v['p50']:.1f} | {v['p99']:.1f} |")
+        print(f"peak RSS with the detector: {results['with_detector_rss_mb']:.0f} MiB")
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, ONNX Runtime CPU, batch 1, "
           f"bundle {Path(args.bundle).name} ({args.frames} parts at 8 Hz, reject delay 150 ms, pulse 30 ms)\n")
     print("| stage | p50 (ms) | p99 (ms) |\n|---|---|---|")

@@ -11,6 +11,16 @@ EXTRAS=${LINEGUARD_EXTRAS:-pipeline,dev}
 stamp="$VENV/.lineguard-installed"
 want=$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)-$EXTRAS
 
+# Label Studio in a venv of its own: its pins (Django, pydantic, numpy...) clash with the pipeline's.
+LS_VERSION=1.23.2
+ls_stamp=.venv-labelstudio/.lineguard-installed
+if [ "${LINEGUARD_SKIP_LABEL_STUDIO:-0}" != 1 ] && { [ ! -f "$ls_stamp" ] || [ "$(cat "$ls_stamp")" != "$LS_VERSION" ]; }; then
+  echo "setup: installing Label Studio $LS_VERSION into .venv-labelstudio (about 2 min, 1 GB)"
+  [ -x .venv-labelstudio/bin/python ] || "$PY" -m venv .venv-labelstudio
+  PIP_DISABLE_PIP_VERSION_CHECK=1 .venv-labelstudio/bin/python -m pip install -q "label-studio==$LS_VERSION"
+  echo "$LS_VERSION" > "$ls_stamp"
+fi
+
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$VENV/bin/lineguard" ]; then
   echo "setup: $VENV is up to date"
   exit 0

@@ -16,7 +16,7 @@ if [ -n "$missing" ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
 fi
 
-export LINEGUARD_TEST_BUNDLE="$PWD/.lineguard/test-bundle"
+export LINEGUARD_TEST_BUNDLE="$PWD/.lineguard/test-bundle" LINEGUARD_TEST_DETECTOR="$PWD/.lineguard/test-detector"
 export HF_HUB_OFFLINE=1 DVC_NO_ANALYTICS=1 MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=1 MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT=true
 export PREFECT_HOME="$PWD/.lineguard/prefect" PREFECT_SERVER_ANALYTICS_ENABLED=false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=120 MPLCONFIGDIR="$PWD/.lineguard/matplotlib"

@@ -79,13 +79,7 @@ def _run(args: argparse.Namespace) -> int:
     server = None
     try:
         if not args.no_api:
-            import uvicorn
-
-            from serving.api import create_app
-
-            server = uvicorn.Server(uvicorn.Config(create_app(station), host=cfg.api.host, port=cfg.api.port,
-                                                   log_level="warning"))
-            threading.Thread(target=server.run, name="api", daemon=True).start()
+            server = serve_api(station, cfg.api.host, cfg.api.port, wait=False)
             print(f"operator page: http://{cfg.api.host}:{cfg.api.port}/", flush=True)
         station.start()
         while not stop.is_set() and not station.wait(0.2):
@@ -106,6 +100,25 @@ def _run(args: argparse.Namespace) -> int:
         if server is not None:
             server.should_exit = True
     return 0
+
+
+def serve_api(station, host: str, port: int, *, wait: bool = True, timeout: float = 30.0):
+    """Serve ``station``'s HTTP API (operator page, review, bundle...) from a background thread; return the uvicorn
+    server (set ``should_exit`` to stop it). With ``wait``, return once it accepts connections."""
+    import threading
+
+    import uvicorn
+
+    from serving.api import create_app
+
+    server = uvicorn.Server(uvicorn.Config(create_app(station), host=host, port=port, log_level="warning"))
+    threading.Thread(target=server.run, name="api", daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while wait and not server.started:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the station API did not start on {host}:{port} within {timeout:.0f} s")
+        time.sleep(0.05)
+    return server
 
 
 def _summary(station) -> None:
@@ -159,10 +172,15 @@ def _gen_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def hash_password(password: str, iterations: int = 200_000) -> str:
+    """The ``password_hash`` a station config's ``api.users`` entry takes (what ``hash-password`` prints)."""
+    from serving.api.auth import hash_password as _hash
+
+    return _hash(password, iterations)
+
+
 def _hash_password(args: argparse.Namespace) -> int:
     import getpass
-
-    from serving.api.auth import hash_password
 
     pw = args.password or getpass.getpass("password: ")
     print(hash_password(pw))

@@ -51,6 +51,9 @@ class StationConfig(StrictModel):
 
     station_id: str = Field(min_length=1, max_length=64)
     bundle: str
+    detector_bundle: str | None = Field(None, description="a YOLO detector bundle run beside the anomaly model")
+    classes: list[str] = Field([], description="the product's defect classes: the operator's quick tags; a "
+                                              "detector bundle must name only these")
     source: SourceConfig
     roi: str | None = Field(None, description="x,y,w,h; overrides the bundle's ROI for this camera")
     gate: GateRules = GateRules()

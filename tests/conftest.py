@@ -81,3 +81,26 @@ def test_images(bundle_dir) -> Path:
 def make_config(tmp_path, bundle_dir, test_images):
     """A valid replay-station config around the test bundle; sections override per test."""
     return lambda **sections: station_config(tmp_path, bundle_dir, test_images, **sections)
+
+
+@pytest.fixture(scope="session")
+def detector_dir(tmp_path_factory) -> Path:
+    """A real but tiny detector bundle (1 epoch on MVTec AD bottle, 160 px, reports from confidence 0.001, so
+    it finds boxes anywhere). Reused from $LINEGUARD_TEST_DETECTOR; built there by the pipeline venv."""
+    target = os.environ.get("LINEGUARD_TEST_DETECTOR")
+    if target and (Path(target) / "manifest.json").is_file():
+        return Path(target)
+    try:
+        import ultralytics  # noqa: F401
+    except ImportError:
+        pytest.skip("no ultralytics in this venv and no detector at $LINEGUARD_TEST_DETECTOR; run scripts/test.sh")
+    from flows.detector.train import train_detector
+    from flows.params import load_params
+
+    bottle = require_bottle()
+    out = Path(target) if target else tmp_path_factory.mktemp("detector") / "bundle"
+    params = load_params(ROOT / "params.yaml", {
+        "tracking.enabled": False, "detector.epochs": 1, "detector.max_goods": 4, "detector.synthetic_per_good": 1,
+        "detector.imgsz": 160, "detector.confidence": 0.001, "detector.batch": 8}, ROOT / "products" / "bottle.yaml")
+    train_detector(bottle, out, params)
+    return out

@@ -53,6 +53,16 @@ def register(sub) -> None:
     t.add_argument("--json", action="store_true", help="print the result as JSON")
     add_params_args(t)
     t.set_defaults(func=cmd_train)
+    register_demo(sub)
+    r = ds.add_parser("retrain", help="retrain from the label store if a class has min_per_class new examples")
+    r.add_argument("--store", help="label store folder (default: data/labels of the project)")
+    r.add_argument("--out", required=True, help="folder under which the new detector version is written")
+    r.add_argument("--goods", help="good images to paste defects into (copy-paste synthesis)")
+    r.add_argument("--force", action="store_true", help="train even if no class is due")
+    r.add_argument("--cron", help="instead of once, schedule it, e.g. '0 3 * * *' (needs `lineguard scheduler start`)")
+    r.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_params_args(r)
+    r.set_defaults(func=cmd_retrain)
 
 
 def cmd_server(args: argparse.Namespace) -> int:
@@ -142,7 +152,9 @@ def cmd_dataset(args: argparse.Namespace) -> int:
     store = studio.LabelStore(store_path(args))
     goods = list_images(args.goods) if args.goods else []
     d, lp = params.detector, params.labels
-    info = build(studio.labeled_images(store), args.out or store.root / "yolo", classes=_classes(params), goods=goods,
+    # without a product's class list (e.g. the DVC stage), the classes the labelers used, sorted
+    info = build(studio.labeled_images(store), args.out or store.root / "yolo", classes=params.labels.classes or None,
+                 goods=goods,
                  val_fraction=lp.val_fraction, seed=lp.seed, synthetic_per_good=d.synthetic_per_good if goods else 0,
                  real_repeat=d.real_repeat, rotate=d.rotate)
     print(json.dumps({"root": str(info.root), "counts": info.counts, "n_train": info.n_train, "n_val": info.n_val})
@@ -165,4 +177,69 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"detector {r.bundle_version}: mAP50 {r.map50:.3f} on {r.n_val} held-out images "
               f"({', '.join(f'{k} {v:.2f}' for k, v in r.per_class.items())}); trained on {r.n_train} images "
               f"({r.n_synthetic} synthetic) in {r.seconds / 60:.1f} min; bundle {r.out}")
+    return 0
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    """The retrain check, once or on a schedule."""
+    params = load(args)
+    _classes(params)
+    store = store_path(args)
+    if args.cron:
+        from flows.orchestration.scheduler import add_schedule
+
+        spec = add_schedule("retrain-detector", "retrain", args.cron,
+                            {"store": str(store.resolve()), "out": str(Path(args.out).resolve()), "goods": args.goods})
+        print(f"scheduled {spec.name}: retrain check at '{args.cron}' (UTC); see `lineguard scheduler status`")
+        return 0
+    from flows.detector.retrain import retrain_if_due
+
+    r = retrain_if_due(store, args.out, params, goods=args.goods, force=args.force)
+    if args.json:
+        print(json.dumps(r, default=str))
+    elif r["retrained"]:
+        print(f"new detector {r['bundle']}: mAP50 {r['map50']:.3f} ({', '.join(r['due'])} due)")
+    else:
+        print("no retrain: " + "; ".join(f"{c}: {w}" for c, w in r["why"].items()))
+    return 0
+
+
+def register_demo(sub) -> None:
+    """``lineguard loop demo``."""
+    lp = sub.add_parser("loop", help="the hybrid loop end to end on MVTec AD bottle, timed")
+    ls = lp.add_subparsers(dest="loop_command", required=True, metavar="action")
+    d = ls.add_parser("demo", help="station -> review -> Label Studio -> labels -> retrain -> deploy -> check")
+    d.add_argument("--bottle", help="MVTec AD bottle folder (default: data.dir of products/bottle.yaml)")
+    d.add_argument("--work", default="loop-demo", help="working folder (its own label store and Label Studio data)")
+    d.add_argument("--bundle", help="an anomaly bundle for bottle (default: enroll one)")
+    d.add_argument("--ls-port", type=int, default=8081, help="Label Studio's port on 127.0.0.1")
+    d.add_argument("--api-port", type=int, default=8091, help="the station API's port on 127.0.0.1 (the loop reviews and deploys over HTTP)")
+    d.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_params_args(d)
+    d.set_defaults(func=cmd_loop_demo)
+
+
+def cmd_loop_demo(args: argparse.Namespace) -> int:
+    """Run the whole loop and print the time of each step."""
+    import os
+
+    from flows.settings import project_root
+
+    if not args.config:
+        args.config = str(project_root() / "products" / "bottle.yaml")
+    params = load(args)
+    bottle = Path(args.bottle or params.data.dir)
+    if not (bottle / "ground_truth").is_dir():
+        raise ConfigError(f"{bottle}: not MVTec AD bottle (no ground_truth/); pass --bottle ../shared/data/mvtec_ad/bottle")
+    work = Path(args.work).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    # the demo keeps its own label store and Label Studio data; Label Studio itself stays the project's install
+    os.environ.setdefault("LINEGUARD_LABEL_STUDIO_VENV", str(project_root() / ".venv-labelstudio"))
+    os.environ["LINEGUARD_HOME"] = str(work)
+    from flows.orchestration.loop_run import run_loop, summary_lines, write
+
+    r = run_loop(work, params, bottle=bottle.resolve(), port_ls=args.ls_port, port_api=args.api_port,
+                 bundle=args.bundle)
+    write(r, work / "loop.json")
+    print(json.dumps(r, default=str) if args.json else "\n".join(summary_lines(r)))
     return 0

@@ -131,10 +131,11 @@ def synthesize(train: list[LabeledImage], goods: list[Path], per_good: int, out:
             for _ in range(int(rng.integers(1, 3))):
                 for _attempt in range(10):
                     it, src = pool[int(rng.integers(len(pool)))]
-                    if src.shape != good.shape:
-                        continue
                     region = _region(it, src.shape)
                     h, w = good.shape[:2]
+                    if src.shape[:2] != (h, w):  # a labeled picture kept at another size than the good images
+                        src = cv2.resize(src, (w, h), interpolation=cv2.INTER_LINEAR)
+                        region = cv2.resize(region, (w, h), interpolation=cv2.INTER_NEAREST)
                     m = cv2.getRotationMatrix2D((w / 2, h / 2), float(rng.uniform(0, 360)) if rotate else 0.0, 1.0)
                     if rotate and rng.integers(2):
                         src, region = src[:, ::-1].copy(), region[:, ::-1].copy()

@@ -81,23 +81,6 @@ def prepare(data: str | Path, work: Path, p: Params) -> ds.DatasetInfo:
                     real_repeat=d.real_repeat, rotate=d.rotate)
 
 
-def dvc_hash(data: str | Path) -> str | None:
-    """The md5 DVC recorded for ``data`` when a stage of the project's ``dvc.lock`` writes it, else None."""
-    import yaml
-
-    from flows.settings import project_root
-
-    lock = project_root() / "dvc.lock"
-    if not lock.is_file():
-        return None
-    target = Path(data).resolve()
-    for stage in (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).values():
-        for o in stage.get("outs", []):
-            if (project_root() / o["path"]).resolve() == target:
-                return o.get("md5")
-    return None
-
-
 def _val_set(info: ds.DatasetInfo) -> list[tuple[Path, list[tuple[int, float, float, float, float]]]]:
     """(image, [(class index, x0, y0, x1, y1) in pixels]) of every validation image."""
     out = []

@@ -4,6 +4,11 @@
 the bundle's enrollment reference, logged to MLflow. Each run writes its own timestamped report, so a
 schedule builds a history instead of overwriting one file.
 
+``label_sync_flow``: confirmed defects to Label Studio (queued while it is down: the run then fails, which
+is the scheduler's alarm, and the next run pushes the queue), completed annotations back.
+
+``retrain_flow``: a new detector once a class has ``labels.min_per_class`` examples it was not trained on.
+
 >>> drift_report_flow("s3://line-evidence", "models/elpv/bundle", "reports/drift")   # doctest: +SKIP
 """
 
@@ -42,3 +47,48 @@ def drift_report_flow(evidence: str, bundle: str, out: str, station: str | None 
     print(f"drift report {summary['html']}: {summary['n_parts']} parts, drifted {summary['drifted'] or 'none'}, "
           f"embedding drift {summary['embedding_drift']}")
     return summary
+
+
+@task(name="push-to-label-studio")
+def push_task(evidence: str, key: str, bundle: str, store: str) -> dict:
+    """Confirmed defects as pre-annotated tasks."""
+    from flows.labels import server, studio
+
+    p = project_params()
+    info, st = server.connection(), studio.LabelStore(store)
+    tasks, problems = studio.defect_tasks(evidence, key, bundle, st, p.labels.classes, info.files_root)
+    for line in problems:
+        print(f"skipped: {line}")
+    r = studio.push(st, tasks, info, p.labels.project.format(product=p.product), p.labels.classes)
+    return r.__dict__
+
+
+@task(name="pull-from-label-studio")
+def pull_task(store: str) -> dict:
+    """Completed annotations into the label store."""
+    from flows.labels import server, studio
+
+    r = studio.pull(studio.LabelStore(store), server.connection(), project_params().labels.classes)
+    for line in r.problems:
+        print(f"left out: {line}")
+    return r.__dict__
+
+
+@flow(name="lineguard-label-sync", log_prints=True)
+def label_sync_flow(evidence: str, key: str, bundle: str, store: str = "data/labels") -> dict:
+    """Push confirmed defects, then pull annotations."""
+    store = str(project_root() / store) if not Path(store).is_absolute() else store
+    return {"push": push_task(evidence, key, bundle, store), "pull": pull_task(store)}
+
+
+@flow(name="lineguard-retrain", log_prints=True)
+def retrain_flow(store: str = "data/labels", out: str = "models/detector", goods: str | None = None) -> dict:
+    """Retrain the detector if a class is due; the result says why not otherwise."""
+    from flows.detector.retrain import retrain_if_due
+
+    root = project_root()
+    store, out = (str(root / x) if not Path(x).is_absolute() else x for x in (store, out))
+    result = retrain_if_due(store, out, project_params(), goods=goods)
+    print("retrained: " + (f"{result['bundle']} mAP50 {result['map50']:.3f}" if result["retrained"] else
+                           "; ".join(f"{c}: {w}" for c, w in result["why"].items())))
+    return result

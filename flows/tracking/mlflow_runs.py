@@ -221,12 +221,25 @@ def log_recalibration(result, params: Params, parent) -> tuple[str, str]:
     return rid, register_bundle(result.out, rid, params)
 
 
+def dvc_hash(data: str | Path) -> str | None:
+    """The md5 DVC recorded for ``data`` when a stage of the project's ``dvc.lock`` writes it, else None."""
+    import yaml
+
+    lock = project_root() / "dvc.lock"
+    if not lock.is_file():
+        return None
+    target = Path(data).resolve()
+    for stage in (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).values():
+        for o in stage.get("outs", []):
+            if (project_root() / o["path"]).resolve() == target:
+                return o.get("md5")
+    return None
+
+
 def log_detector(result, params: Params, data: Path) -> tuple[str, str]:
     """A run for one detector training (mAP, per-class AP/P/R, the dataset's hashes, the confusion matrix),
     and the bundle registered as the next version of ``lineguard-<product>-detector``."""
     c = client(params.tracking)
-    from flows.detector.train import dvc_hash
-
     rid = _start(c, params, "detector-train", time.time() - result.seconds,
                  {"dataset_sha256": result.dataset_sha256, "dataset_dvc_md5": dvc_hash(data) or "not DVC-tracked",
                   "dataset_dir": str(data), "bundle_version": result.bundle_version})

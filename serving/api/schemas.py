@@ -11,7 +11,7 @@ from fastapi import Path as PathParam
 from pydantic import BaseModel, Field, create_model
 from pydantic.fields import FieldInfo
 
-from serving.gate.rules import GateRules
+from serving.gate.rules import Detection, GateRules
 from serving.strict import StrictModel
 
 
@@ -73,6 +73,8 @@ class PartView(BaseModel):
     reasons: list[str]
     source: str | None
     wall_time: float
+    class_name: str | None = None
+    detections: list[Detection] = []
     has_view: bool = False
 
 
@@ -192,6 +194,9 @@ class ReviewItem(BaseModel):
     verdict: str
     rule: str
     kind: Literal["borderline", "novel"]
+    how: float = Field(0.0, description="borderline: distance to the threshold in band half-widths; novel: "
+                                        "spreads from the nearest enrolled or reviewed part")
+    class_name: str | None = None
 
 
 class ReviewQueue(BaseModel):

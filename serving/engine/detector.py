@@ -78,7 +78,7 @@ class DetectorEngine(InferenceEngine):
         self.min_conf = min(self.det.confidence.values(), default=0.25)
         self.backend = open_backend(bundle.root, m.model_file, m.tensorrt.file if m.tensorrt.built else None,
                                     m.outputs, backend, threads)
-        self._geometry: list[tuple[float, tuple[int, int]]] = []
+        self._geometry: list[tuple[float, tuple[int, int], tuple[int, int]]] = []
 
     @classmethod
     def load(cls, root: str | os.PathLike, backend: str = "auto", threads: int | None = None) -> "DetectorEngine":
@@ -93,7 +93,7 @@ class DetectorEngine(InferenceEngine):
         else:
             boxed = cv2.resize(crop, (self.spec.width, self.spec.height), interpolation=cv2.INTER_LINEAR)
             scale, pad = self.spec.width / crop.shape[1], (0, 0)
-        self._geometry = [(scale, pad)]
+        self._geometry = [(scale, pad, crop.shape[:2])]
         return boxed, normalize(boxed, self.spec)
 
     def forward(self, batch: np.ndarray) -> list[np.ndarray]:
@@ -103,15 +103,22 @@ class DetectorEngine(InferenceEngine):
     def postprocess(self, outputs: list[np.ndarray], crops: list[np.ndarray] | None = None) -> list[list[Detection]]:
         """Per image: detections at or above the lowest deployed confidence, boxes in source pixels."""
         raw = outputs[0]
-        geometry = self._geometry if len(self._geometry) == len(raw) else [(1.0, (0, 0))] * len(raw)
+        size = (self.spec.height, self.spec.width)
+        geometry = self._geometry if len(self._geometry) == len(raw) else [(1.0, (0, 0), size)] * len(raw)
         ox, oy = (self.roi.x, self.roi.y) if self.roi else (0, 0)
         results = []
-        for r, (scale, (px, py)) in zip(raw, geometry):
+        for r, (scale, (px, py), (ch, cw)) in zip(raw, geometry):
             dets = []
             for name, conf, (x, y, w, h) in nms(r, self.classes, self.min_conf, self.det.iou):
-                if conf >= self.det.confidence.get(name, self.min_conf):
-                    dets.append(Detection(class_name=name, confidence=round(min(conf, 1.0), 4),
-                                          box=(round((x - px) / scale + ox, 1), round((y - py) / scale + oy, 1),
-                                               round(w / scale, 1), round(h / scale, 1))))
+                if conf < self.det.confidence.get(name, self.min_conf):
+                    continue
+                # back to the crop's pixels, clipped to it (as ultralytics clips), then to the source image's
+                x0, y0 = np.clip((x - px) / scale, 0, cw), np.clip((y - py) / scale, 0, ch)
+                x1, y1 = np.clip((x + w - px) / scale, 0, cw), np.clip((y + h - py) / scale, 0, ch)
+                if x1 - x0 < 1 or y1 - y0 < 1:
+                    continue
+                dets.append(Detection(class_name=name, confidence=round(min(conf, 1.0), 4),
+                                      box=(round(float(x0) + ox, 1), round(float(y0) + oy, 1),
+                                           round(float(x1 - x0), 1), round(float(y1 - y0), 1))))
             results.append(dets)
         return results

@@ -8,7 +8,7 @@ table has exactly the columns :func:`serving.evidence.record.columns` derives fr
 >>> import sqlite3
 >>> db = sqlite3.connect(":memory:")
 >>> migrate(db)
-(0, 3)
+(0, 4)
 """
 
 from __future__ import annotations
@@ -62,6 +62,9 @@ MIGRATIONS: list[tuple[int, str, tuple[str, ...]]] = [
         "ALTER TABLE frames ADD COLUMN stability_index REAL",
         "ALTER TABLE frames ADD COLUMN capture_id TEXT",
         "CREATE INDEX IF NOT EXISTS frames_capture ON frames(capture_id)",
+    )),
+    (4, "the defect class of each verdict (detector beside the anomaly model)", (
+        "ALTER TABLE frames ADD COLUMN class_name TEXT",
     )),
 ]
 LATEST = MIGRATIONS[-1][0]

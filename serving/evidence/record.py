@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 from serving.gate.rules import Detection
 from serving.strict import StrictModel
 
-RECORD_VERSION = 3  #: bump with every field added; the store's migrations add the matching column
+RECORD_VERSION = 4  #: bump with every field added; the store's migrations add the matching column
 
 
 class ActuationOutcome(StrictModel):
@@ -60,6 +60,7 @@ class InspectionRecord(StrictModel):
     latency_ms: dict[str, float] = {}
     actuation: ActuationOutcome | None = None
     detections: list[Detection] = []
+    class_name: str | None = Field(None, description="defect class: the detector's that decided, else its likeliest")
     embedding: list[float] | None = Field(None, description="the part's fingerprint (schema 2 bundles)")
     luminance: float | None = None
     color_balance: float | None = None

@@ -23,7 +23,7 @@ Rules are checked in a fixed order:
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from serving.gate.rules import Detection, GateRules
@@ -49,6 +49,7 @@ class Decision:
     rule: str
     reasons: tuple[str, ...] = field(default_factory=tuple)
     anomalous: bool = False
+    class_name: str | None = None  #: the defect class: the detector's that decided, else its most confident
 
 
 class History:
@@ -76,7 +77,19 @@ class History:
 
 
 def decide(inp: GateInput, rules: GateRules) -> Decision:
-    """PASS or FAIL for one frame (see module doc for the rule order); ``rules`` must carry both thresholds."""
+    """PASS or FAIL for one frame (see module doc for the rule order); ``rules`` must carry both thresholds.
+
+    The decision names the defect class where the detector saw one: the class whose rule decided, else the
+    most confident detection (an anomaly FAIL with a likely class, or a PASS whose box stayed below its limit).
+    """
+    d = _decide(inp, rules)
+    if d.class_name is None and inp.detections:
+        top = max(inp.detections, key=lambda x: (x.confidence, x.class_name))
+        d = replace(d, class_name=top.class_name)
+    return d
+
+
+def _decide(inp: GateInput, rules: GateRules) -> Decision:
     if not rules.resolved:
         raise ValueError("gate rules need both thresholds; call rules.with_calibration(...) with the bundle's")
     if inp.error is not None or inp.score is None:
@@ -99,7 +112,8 @@ def decide(inp: GateInput, rules: GateRules) -> Decision:
         limit = rules.class_confidence.get(det.class_name)
         if limit is not None and det.confidence >= limit:
             return Decision("FAIL", f"detector.{det.class_name}",
-                            (f"detected {det.class_name} at {det.confidence:.2f} >= {limit:.2f}",), anomalous)
+                            (f"detected {det.class_name} at {det.confidence:.2f} >= {limit:.2f}",), anomalous,
+                            det.class_name)
     if inp.score <= rules.image_threshold:
         return Decision("PASS", "anomaly.score", (f"score {inp.score:.4g} <= threshold {rules.image_threshold:.4g}",), False)
     if area < rules.min_area:

@@ -97,6 +97,10 @@ class GateRules(StrictModel):
         """True when both thresholds are set (the pure gate needs them)."""
         return self.image_threshold is not None and self.pixel_threshold is not None
 
+    def with_detector(self, confidence: dict[str, float]) -> "GateRules":
+        """These rules with a detector bundle's deployed per-class confidences where the config sets none."""
+        return self.model_copy(update={"class_confidence": {**confidence, **self.class_confidence}})
+
     def with_calibration(self, image_threshold: float, pixel_threshold: float) -> "GateRules":
         """These rules with the bundle's calibrated thresholds filled in where none is set."""
         return self.model_copy(update={

@@ -20,7 +20,9 @@ from serving.engine.anomaly import AnomalyEngine, AnomalyResult
 from serving.drift.figures import PartFigures, part_figures
 from serving.engine.preprocess import anomaly_area
 from serving.errors import ImageError, RoiError
+from serving.engine.detector import DetectorEngine
 from serving.gate import Decision, GateInput, GateRules, decide
+from serving.gate.rules import Detection
 
 
 @dataclass
@@ -33,6 +35,7 @@ class Inspection:
     result: AnomalyResult | None = None
     latency_ms: dict[str, float] = field(default_factory=dict)
     figures: PartFigures | None = None
+    detections: tuple[Detection, ...] = ()
 
 
 def _ms_since(t_ns: int) -> float:
@@ -41,7 +44,7 @@ def _ms_since(t_ns: int) -> float:
 
 def inspect(engine: AnomalyEngine, rules: GateRules, image: np.ndarray | None, *, history: tuple[bool, ...] = (),
             source: str = "image", error: str | None = None, detail: str = "",
-            t_trigger_ns: int | None = None) -> Inspection:
+            t_trigger_ns: int | None = None, detector: DetectorEngine | None = None) -> Inspection:
     """Score ``image`` and decide; any failure becomes a fail-safe verdict with its reason, never an exception.
 
     ``rules`` must carry the thresholds (``rules.with_calibration(...)``); ``history`` holds the
@@ -50,6 +53,7 @@ def inspect(engine: AnomalyEngine, rules: GateRules, image: np.ndarray | None, *
     """
     lat: dict[str, float] = {}
     score = area = result = figures = None
+    detections: tuple[Detection, ...] = ()
     if error is None and image is None:
         error, detail = "missing_frame", detail or "no image"
     if error is None:
@@ -65,6 +69,10 @@ def inspect(engine: AnomalyEngine, rules: GateRules, image: np.ndarray | None, *
             roi_px = roi.w * roi.h if roi else image.shape[0] * image.shape[1]
             score, area = result.score, anomaly_area(result.anomaly_map, rules.pixel_threshold, roi_px)
             figures = part_figures(crop)
+            if detector is not None:
+                t = time.monotonic_ns()
+                detections = tuple(detector.infer(image, source=source))
+                lat["detector"] = _ms_since(t)
         except (ImageError, RoiError) as exc:
             error, detail, result = "wrong_frame", str(exc), None
         except Exception as exc:  # noqa: BLE001 - any engine fault fails safe, never crashes the caller
@@ -72,6 +80,7 @@ def inspect(engine: AnomalyEngine, rules: GateRules, image: np.ndarray | None, *
     if error is None and t_trigger_ns is not None and _ms_since(t_trigger_ns) > rules.deadline_ms:
         error, detail = "deadline_missed", f"{_ms_since(t_trigger_ns):.0f} ms > {rules.deadline_ms:g} ms"
     t = time.monotonic_ns()
-    decision = decide(GateInput(score=score, area_px=area, history=history, error=error, error_detail=detail), rules)
+    decision = decide(GateInput(score=score, area_px=area, detections=detections, history=history, error=error,
+                                error_detail=detail), rules)
     lat["gate"] = _ms_since(t)
-    return Inspection(decision, score, area, result, lat, figures)
+    return Inspection(decision, score, area, result, lat, figures, detections)

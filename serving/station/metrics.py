@@ -44,6 +44,8 @@ class StationMetrics:
         self.stability_index = Gauge("lineguard_stability_index", "Stability Index, 100 = as at enrollment", registry=r)
         self.stability_component = Gauge("lineguard_stability_component", "Stability Index components (0-100)",
                                          ["component"], registry=r)
+        self.classes = Counter("lineguard_class_verdicts", "Verdicts by defect class (detector)", ["verdict", "class"],
+                               registry=r)
         self.alarms = Gauge("lineguard_alarm_active", "1 while an alarm is raised", ["name"], registry=r)
         self.online = Gauge("lineguard_sync_online", "1 when the evidence sync target is reachable", registry=r)
         self.score = Gauge("lineguard_last_score", "Anomaly score of the last frame", registry=r)
@@ -57,6 +59,8 @@ class StationMetrics:
         for stage, ms in rec.latency_ms.items():
             self.observe_stage(stage, ms / 1e3)
         self.verdicts.labels(rec.verdict, rec.rule).inc()
+        if rec.class_name:
+            self.classes.labels(rec.verdict, rec.class_name).inc()
         if rec.score is not None:
             self.score.set(rec.score)
 

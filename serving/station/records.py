@@ -39,7 +39,7 @@ def record_of(frame: Frame, insp: Inspection, act: ActuationResult, station_id: 
         actuation=ActuationOutcome(scheduled=act.scheduled, late=act.late, pulse_at_ns=act.pulse_at_ns, note=act.note),
         embedding=None if emb is None else [round(float(v), 4) for v in emb],
         luminance=f.luminance if f else None, color_balance=f.color_balance if f else None,
-        sharpness=f.sharpness if f else None)
+        sharpness=f.sharpness if f else None, detections=list(insp.detections), class_name=d.class_name)
 
 
 @dataclass
@@ -57,6 +57,7 @@ class PartView:
     anomaly_map: np.ndarray
     pixel_threshold: float
     max_px: int
+    detections: tuple = ()
 
     @classmethod
     def of(cls, image: np.ndarray | None, insp: Inspection, roi: Roi | None, pixel_threshold: float,
@@ -64,7 +65,7 @@ class PartView:
         """The view of an inspected part (None when the inspection produced no map)."""
         if insp.result is None or image is None:
             return None
-        return cls(image, roi, insp.result.crop, insp.result.anomaly_map, pixel_threshold, max_px)
+        return cls(image, roi, insp.result.crop, insp.result.anomaly_map, pixel_threshold, max_px, insp.detections)
 
     @functools.cached_property
     def crop(self) -> np.ndarray:
@@ -79,8 +80,19 @@ class PartView:
         return crop
 
     def overlay(self) -> np.ndarray:
-        """The heatmap over the crop, at the crop's resolution."""
-        return heatmap_overlay(self.crop, self.anomaly_map, self.pixel_threshold)
+        """The heatmap over the crop, at the crop's resolution, with the detector's boxes and classes."""
+        out = heatmap_overlay(self.crop, self.anomaly_map, self.pixel_threshold)
+        if self.detections:
+            ox, oy = (self.roi.x, self.roi.y) if self.roi else (0, 0)
+            src_w = self.roi.w if self.roi else self.image.shape[1]
+            k = out.shape[1] / src_w
+            for d in self.detections:
+                x, y, w, h = d.box
+                p0, p1 = (round((x - ox) * k), round((y - oy) * k)), (round((x - ox + w) * k), round((y - oy + h) * k))
+                cv2.rectangle(out, p0, p1, (255, 255, 255), 2)
+                cv2.putText(out, f"{d.class_name} {d.confidence:.2f}", (p0[0], max(12, p0[1] - 4)),
+                            cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+        return out
 
     def png(self, kind: str) -> bytes:
         """``crop`` or ``overlay`` as PNG bytes."""

@@ -22,8 +22,10 @@ from dataclasses import dataclass, field
 from serving.alarms import Alarms
 from serving.config import StationConfig
 from serving.engine.anomaly import AnomalyEngine
+from serving.engine.bundle import load_bundle
+from serving.engine.detector import DetectorEngine
 from serving.engine.preprocess import Roi, check_roi_scale
-from serving.errors import LineguardError
+from serving.errors import BundleError, LineguardError
 from serving.evidence.record import InspectionRecord
 from serving.evidence.store import EvidenceStore
 from serving.drift.capture import Capture, CaptureRequest
@@ -74,7 +76,8 @@ class Station:
         self.metrics = StationMetrics()
         self.alarms = Alarms(on_change=self.metrics.alarm)
         self.engine = self._open_engine(cfg.bundle)
-        self.rules = cfg.gate.with_calibration(self.engine.thresholds.image, self.engine.thresholds.pixel)
+        self.detector = self._open_detector(cfg.detector_bundle) if cfg.detector_bundle else None
+        self.rules = self._rules(cfg.gate, self.engine, self.detector)
         self.evidence = EvidenceStore(cfg.evidence, self.alarms, cfg.station_id)
         self.metrics.buffer_quota.set(cfg.evidence.quota_mb * 1024 * 1024)
         self.audit = AuditLog(cfg.api.audit_log)
@@ -93,6 +96,43 @@ class Station:
         self._control = threading.Lock()  # serialises engineers' changes (gate, bundle)
         self._stop = threading.Event()
         self._inspector = threading.Thread(target=self._inspect_loop, name="inspect", daemon=True)
+
+    def _open_detector(self, path: str) -> DetectorEngine:
+        """A detector bundle whose classes the station knows (its config's ``classes`` and gate rules)."""
+        det = DetectorEngine.load(path)
+        names = det.classes
+        if self.cfg.classes and not set(names) <= set(self.cfg.classes):
+            raise BundleError(f"{path}: detector classes {sorted(set(names) - set(self.cfg.classes))} are not in this "
+                              f"station's classes {self.cfg.classes}; add them to 'classes' in the station config or "
+                              "deploy the detector of this product")
+        unknown = sorted(set(self.cfg.gate.class_confidence) - set(names))
+        if unknown:
+            raise BundleError(f"{path}: gate.class_confidence names {unknown}, which this detector does not know "
+                              f"(it finds {names}); fix the station config or deploy the matching detector")
+        det.warmup()
+        return det
+
+    @staticmethod
+    def _rules(gate: GateRules, engine: AnomalyEngine, detector: "DetectorEngine | None") -> GateRules:
+        rules = gate.with_calibration(engine.thresholds.image, engine.thresholds.pixel)
+        return rules.with_detector(detector.det.confidence) if detector is not None else rules
+
+    def known_fingerprints(self):
+        """Fingerprints of the enrolled normals (the bundle's explain file), or None for a schema 1 bundle."""
+        m = self.engine.bundle.manifest
+        name = m.explain.get("fingerprints")
+        if not m.has_fingerprint or not name:
+            return None
+        if getattr(self, "_known", (None,))[0] != m.bundle_version:
+            import numpy as np
+
+            self._known = (m.bundle_version, np.load(self.engine.bundle.path(name)))
+        return self._known[1]
+
+    def classes(self) -> list[str]:
+        """The operator's quick tags: the station's classes and any its detector adds."""
+        extra = [c for c in (self.detector.classes if self.detector else []) if c not in self.cfg.classes]
+        return [*self.cfg.classes, *extra]
 
     def _open_engine(self, path: str) -> AnomalyEngine:
         engine = AnomalyEngine.load(path)
@@ -207,30 +247,42 @@ class Station:
             self.actuator.stop_line(0, f"camera cannot see the line: {why}")
 
     def reload_bundle(self, path: str, user: str) -> str:
-        """Verify and swap in a new bundle; on any failure the running one stays. Returns its version."""
+        """Verify and swap in a new bundle (anomaly or detector, by its manifest); on any failure the running one
+        stays. The new engine first produces a verdict on the last part seen; until then the old one verdicts.
+        Returns its version."""
         with self._control:
             try:
-                engine = self._open_engine(path)
+                kind = load_bundle(path, verify_hashes=False).manifest.model_kind
+                engine, detector = self.engine, self.detector
+                if kind == "detector":
+                    detector = self._open_detector(path)
+                else:
+                    engine = self._open_engine(path)
+                rules = self._rules(self.cfg.gate, engine, detector)
+                with self._lock:
+                    last = self.state.last_view.image if self.state.last_view is not None else None
+                if last is not None:  # a real verdict, off the line, before the swap
+                    inspect(engine, rules, last, detector=detector, source="bundle check")
             except LineguardError as exc:
                 self.audit.append(user, "bundle_refused", {"path": path, "reason": str(exc)})
                 self.alarms.raise_("bundle", f"new bundle refused, still running "
                                              f"{self.engine.bundle.manifest.bundle_version}: {exc}", "warning")
                 raise
-            rules = self.cfg.gate.with_calibration(engine.thresholds.image, engine.thresholds.pixel)
-            version = engine.bundle.manifest.bundle_version
-            self.audit.append(user, "bundle_loaded", {"path": path, "bundle_version": version})  # audit first
+            new = (detector if kind == "detector" else engine).bundle.manifest.bundle_version
+            self.audit.append(user, "bundle_loaded", {"path": path, "bundle_version": new, "kind": kind})  # audit first
             with self._lock:
-                self.engine, self.rules = engine, rules
-                self._watch(engine)  # the stability baseline is the new bundle's
+                self.engine, self.detector, self.rules = engine, detector, rules
+                if kind == "anomaly":
+                    self._watch(engine)  # the stability baseline is the new bundle's
         self.alarms.clear("bundle")
-        return version
+        return new
 
     def update_gate(self, changes: dict, user: str) -> GateRules:
         """Change gate settings (engineer); validated as a whole, audited, effective from the next frame."""
         with self._control:
             old = self.cfg.gate.model_dump(mode="json")
             new_cfg = GateRules.model_validate({**old, **changes})
-            rules = new_cfg.with_calibration(self.engine.thresholds.image, self.engine.thresholds.pixel)
+            rules = self._rules(new_cfg, self.engine, self.detector)
             self.audit.append(user, "gate_changed", {"before": {k: old[k] for k in changes}, "after": changes})
             with self._lock:
                 self.cfg.gate, self.rules = new_cfg, rules
@@ -242,9 +294,9 @@ class Station:
         """One frame through the whole station; returns its stored record."""
         t0 = frame.t_trigger_ns
         with self._lock:
-            engine, rules, history = self.engine, self.rules, self.history.window()
+            engine, detector, rules, history = self.engine, self.detector, self.rules, self.history.window()
         insp = inspect(engine, rules, frame.image, history=history, source=frame.name, error=frame.error,
-                       detail=frame.error_detail, t_trigger_ns=t0)
+                       detail=frame.error_detail, t_trigger_ns=t0, detector=detector)
         with self._lock:
             self.history.push(insp.decision)
         t = time.monotonic_ns()

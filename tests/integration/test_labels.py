@@ -5,8 +5,10 @@ import json
 import os
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
+import yaml
 from fastapi.testclient import TestClient
 
 from flows.cli import main as lineguard
@@ -32,10 +34,11 @@ def home(tmp_path_factory):
     try:
         info = server.start(port)
         yield home, info
-    finally:
         assert server.stop()
         assert not server.healthy(f"http://127.0.0.1:{port}")
-        for k, v in old.items():
+    finally:
+        server.stop()  # also when start() failed half-way: no server left behind
+        for k, v in old.items():  # the other tests must not inherit this home
             os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
 
 
@@ -139,6 +142,37 @@ def test_labeler_corrections_come_back_and_pulls_are_idempotent(home, synced, bu
     s = json.loads(out.out.strip().splitlines()[-1])
     assert sum(v["examples"] for v in s["classes"].values()) >= len(tasks)
     assert s["retrain_due"] == [] and "20 needed" in s["classes"]["crack"]["why"]  # too few to retrain: says why
+
+
+def test_the_pulled_labels_become_a_dvc_versioned_yolo_dataset(home, synced, tmp_path):
+    """The DVC stage of pipelines/loop/dvc.yaml on the store the pulls filled: a YOLO dataset, then cached."""
+    import shutil
+    import subprocess
+    import sys
+
+    store = home[0] / "data" / "labels"
+    if not any((store / "annotations").glob("*.json")):
+        pytest.skip("needs the annotations the pull test stored")
+    proj = tmp_path / "proj"
+    (proj / "pipelines" / "loop").mkdir(parents=True)
+    shutil.copy(ROOT / "pipelines" / "loop" / "dvc.yaml", proj / "pipelines" / "loop" / "dvc.yaml")
+    shutil.copy(ROOT / "params.yaml", proj / "params.yaml")
+    shutil.copytree(ROOT / "flows" / "detector", proj / "flows" / "detector")
+    shutil.copytree(store, proj / "data" / "labels")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
+           "LINEGUARD_HOME": str(proj)}
+
+    def run(*cmd):
+        return subprocess.run(cmd, cwd=proj, env=env, capture_output=True, text=True, check=True).stdout
+
+    run("git", "init", "-q")
+    run("dvc", "init", "-q")
+    assert "Running stage 'pipelines/loop/dvc.yaml:labels-dataset'" in run("dvc", "repro", "pipelines/loop/dvc.yaml")
+    data = yaml.safe_load((proj / "data" / "yolo" / "data.yaml").read_text())
+    assert set(data["names"].values() if isinstance(data["names"], dict) else data["names"]) <= set(CLASSES)
+    assert any((proj / "data" / "yolo" / "train" / "labels").glob("*.txt"))
+    assert "data/yolo" in (proj / "pipelines" / "loop" / "dvc.lock").read_text()
+    assert "Running stage" not in run("dvc", "repro", "pipelines/loop/dvc.yaml")
 
 
 def test_deletions_and_bad_boxes_in_label_studio(home, synced, bundle_dir, capsys):

@@ -2,32 +2,31 @@
 
 from __future__ import annotations
 
-import math
-
 from fastapi import APIRouter, Depends, HTTPException
 
 from serving.api.auth import Session
 from serving.api.deps import require, station
 from serving.api.schemas import Ok, RecordId, ReviewItem, ReviewQueue, ReviewRequest
+from serving.station.review_queue import pick
 
 router = APIRouter(tags=["review"])
 
 
 @router.get("/api/review", response_model=ReviewQueue)
 def review(st=Depends(station)) -> ReviewQueue:
-    """3-5 suspects: the closest to the threshold (borderline) and the highest scores (novel)."""
+    """3-5 suspects: borderline scores and novel-looking parts (see serving.station.review_queue)."""
     thr = st.rules.image_threshold
     cands = st.evidence.query("disposition IS NULL AND overlay_file IS NOT NULL AND score IS NOT NULL "
                               "AND capture_id IS NULL", limit=500)
-    distance = {c.id: abs(math.log(max(c.score, 1e-9) / max(thr, 1e-9))) for c in cands}
-    borderline = sorted(cands, key=lambda c: distance[c.id])[:3]
-    novel = sorted(cands, key=lambda c: -c.score)
-    picks: list[ReviewItem] = []
-    for c in [*borderline, *novel]:
-        if c.id not in {p.id for p in picks} and len(picks) < st.cfg.api.review_size:
-            picks.append(ReviewItem(id=c.id, seq=c.seq, wall_time=c.wall_time, score=c.score, verdict=c.verdict, rule=c.rule,
-                                    kind="borderline" if c in borderline else "novel"))
-    return ReviewQueue(threshold=thr, classes=st.engine.bundle.manifest.class_names + ["other"], items=picks)
+    reviewed = st.evidence.query("disposition IS NOT NULL AND embedding IS NOT NULL", limit=2000)
+    m = st.engine.bundle.manifest
+    spread = m.baseline.embedding_spread if m.baseline else 0.0
+    picks = pick(cands, reviewed, thr, m.thresholds.normal_image_scores.p95, st.known_fingerprints(), spread,
+                 st.cfg.api.review_size)
+    items = [ReviewItem(id=p.record.id, seq=p.record.seq, wall_time=p.record.wall_time, score=p.record.score,
+                        verdict=p.record.verdict, rule=p.record.rule, kind=p.kind, how=round(p.how, 3),
+                        class_name=p.record.class_name) for p in picks]
+    return ReviewQueue(threshold=thr, classes=[*st.classes(), "other"], items=items)
 
 
 @router.post("/api/review/{rid}", response_model=Ok)

@@ -59,7 +59,9 @@ async function tick() {
   $("nrev").textContent = s.reviewed; $("ndrop").textContent = s.dropped; $("nunseen").textContent = s.unseen;
   if (s.last) {
     const t = new Date(s.last.wall_time * 1000).toLocaleTimeString();
-    $("part").textContent = "part #" + s.last.seq + " · " + t + " · " + s.last.rule + " · score " +
+    const cls = s.last.class_name ? " · " + s.last.class_name + (s.last.detections.length ? " (" +
+      Math.max(...s.last.detections.map(d => d.confidence)).toFixed(2) + ")" : "") : "";
+    $("part").textContent = "part #" + s.last.seq + " · " + t + " · " + s.last.rule + cls + " · score " +
       (s.last.score == null ? "n/a" : s.last.score.toFixed(3)) + " / " + s.threshold.toFixed(3);
     if (s.last.seq !== lastSeq) {
       lastSeq = s.last.seq;
@@ -116,7 +118,7 @@ async function loadReview() {
     const card = document.createElement("div"), img = document.createElement("img"), cap = document.createElement("div");
     card.className = "item" + (k === sel ? " sel" : ""); card.dataset.id = it.id;
     img.id = "t" + it.id; img.alt = "part #" + it.seq;
-    cap.textContent = "#" + it.seq + " " + it.score.toFixed(2) + " " + it.kind;
+    cap.textContent = "#" + it.seq + " " + it.score.toFixed(2) + " " + it.kind + (it.class_name ? " " + it.class_name : "");
     card.append(img, cap); card.onclick = () => { sel = k; highlight(); };
     box.appendChild(card); image(img, "/api/evidence/" + it.id + "/overlay.png");
   });
