@@ -20,6 +20,7 @@ export LINEGUARD_TEST_BUNDLE="$PWD/.lineguard/test-bundle" LINEGUARD_TEST_DETECT
 export HF_HUB_OFFLINE=1 DVC_NO_ANALYTICS=1 MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=1 MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT=true
 export PREFECT_HOME="$PWD/.lineguard/prefect" PREFECT_SERVER_ANALYTICS_ENABLED=false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=120 MPLCONFIGDIR="$PWD/.lineguard/matplotlib"
+export LINEGUARD_ORT_CACHE="$PWD/.lineguard/ort-cache"  # optimised graphs, per machine (serving/engine/backends.py)
 
 echo "== full suite (.venv) =="
 .venv/bin/python -m pytest "$@"

@@ -54,6 +54,21 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from serving.station import bench
+
+    if args.first_verdict:
+        print(json.dumps(bench.first_verdict(args.bundle, args.images)), flush=True)
+        return 0
+    if args.n < 1:
+        from serving.errors import ConfigError
+
+        raise ConfigError("--n must be at least 1")
+    r = bench.run_bench(args.bundle, args.images, args.n, cold_runs=args.cold_runs)
+    print(json.dumps(r) if args.json else bench.summary(r))
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     import signal
     import threading
@@ -202,6 +217,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--station-config", help="take gate rules and ROI from this station config (as the station would)")
     r.add_argument("--json", action="store_true", help="print one JSON list instead of the table")
     r.set_defaults(func=_replay)
+    b = sub.add_parser("bench", help="latency of the whole scoring path vs the backbone alone, and cold start")
+    b.add_argument("--bundle", required=True, help="bundle folder")
+    b.add_argument("--images", required=True, help="a folder of images like the line's (searched recursively)")
+    b.add_argument("--n", type=int, default=200, help="parts to time (default 200)")
+    b.add_argument("--cold-runs", type=int, default=3, help="fresh processes for the cold-start figures (0: skip)")
+    b.add_argument("--first-verdict", action="store_true", help=argparse.SUPPRESS)  # the cold-start child
+    b.add_argument("--json", action="store_true", help="print one JSON object")
+    b.set_defaults(func=_bench)
     s = sub.add_parser("run", help="run the station from a config file")
     s.add_argument("--config", required=True, help="station config YAML (see station.example.yaml)")
     s.add_argument("--no-api", action="store_true", help="no operator page / API")

@@ -49,7 +49,8 @@ class ApiConfig(StrictModel):
 class StationConfig(StrictModel):
     """A station: ``lineguard-station run --config station.yaml``."""
 
-    station_id: str = Field(min_length=1, max_length=64)
+    station_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+                            description="letters, digits, '.', '_' or '-': it names the station's folder in the sync")
     bundle: str
     detector_bundle: str | None = Field(None, description="a YOLO detector bundle run beside the anomaly model")
     classes: list[str] = Field([], description="the product's defect classes: the operator's quick tags; a "
@@ -123,6 +124,7 @@ def parse_config(data: dict, *, source: str = "config", base: Path | None = None
             return str((base / p).resolve()) if p and not Path(p).is_absolute() and "://" not in p else p
 
         cfg.bundle = rel(cfg.bundle)
+        cfg.detector_bundle = rel(cfg.detector_bundle)
         cfg.source.path = rel(cfg.source.path)
         cfg.evidence.dir = rel(cfg.evidence.dir)
         cfg.evidence.key_file = rel(cfg.evidence.key_file)

@@ -94,13 +94,20 @@ def detector_dir(tmp_path_factory) -> Path:
         import ultralytics  # noqa: F401
     except ImportError:
         pytest.skip("no ultralytics in this venv and no detector at $LINEGUARD_TEST_DETECTOR; run scripts/test.sh")
-    from flows.detector.train import train_detector
-    from flows.params import load_params
+    import contextlib
+    import io
+
+    from flows.cli import main as lineguard
 
     bottle = require_bottle()
     out = Path(target) if target else tmp_path_factory.mktemp("detector") / "bundle"
-    params = load_params(ROOT / "params.yaml", {
-        "tracking.enabled": False, "detector.epochs": 1, "detector.max_goods": 4, "detector.synthetic_per_good": 1,
-        "detector.imgsz": 160, "detector.confidence": 0.001, "detector.batch": 8}, ROOT / "products" / "bottle.yaml")
-    train_detector(bottle, out, params)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):  # the engineer's command, as documented
+        rc = lineguard(["detector", "train", "--data", str(bottle), "--out", str(out), "--json", "--force",
+                        "--config", str(ROOT / "products" / "bottle.yaml"), "tracking.enabled=false",
+                        "detector.epochs=1", "detector.max_goods=4", "detector.synthetic_per_good=1",
+                        "detector.imgsz=160", "detector.confidence=0.001", "detector.batch=8"])
+    assert rc == 0, printed.getvalue()[-2000:]
+    # what `--json` printed, kept beside the bundle for the test of its keys
+    out.with_name(out.name + ".train.json").write_text(printed.getvalue().strip().splitlines()[-1])
     return out

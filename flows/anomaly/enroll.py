@@ -36,6 +36,8 @@ from serving.engine.bundle import Thresholds
 from serving.engine.preprocess import InputSpec, Roi, resize
 from serving.errors import DatasetError
 
+ENROLLMENT_FORMAT = 2  #: 2: k-fold unseen scores, fingerprints and the drift baseline
+
 ENROLLMENT_FILE = "enrollment.pt"
 
 
@@ -238,19 +240,25 @@ def save_enrollment(out: Path, state: dict) -> Path:
     """Write ``enrollment.pt`` (format 2) with who made it; the training-side state export and recalibration read."""
     Path(out).mkdir(parents=True, exist_ok=True)
     path = Path(out) / ENROLLMENT_FILE
-    torch.save({"format": 2, "mlflow_run_id": None, "created_by": f"{getpass.getuser()}@{platform.node()}",
+    torch.save({"format": ENROLLMENT_FORMAT, "mlflow_run_id": None, "created_by": f"{getpass.getuser()}@{platform.node()}",
                 "created_at": time.time(), **state}, path)
     return path
 
 
-def load_enrollment(path: str | Path) -> dict:
-    """Read ``enrollment.pt`` (a file, or the bundle folder holding it)."""
+def load_enrollment(path: str | Path, min_format: int = ENROLLMENT_FORMAT) -> dict:
+    """Read ``enrollment.pt`` (a file, or the bundle folder holding it); one older than ``min_format`` is refused."""
     path = Path(path)
     if path.is_dir():
         path = path / ENROLLMENT_FILE
     if not path.is_file():
         raise DatasetError(f"{path}: no enrollment found; run `lineguard enroll` first")
-    return torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if ckpt.get("format", 1) < min_format:
+        # the export needs what later enrollments keep (unseen scores, fingerprints, the drift baseline)
+        raise DatasetError(f"{path}: written by an earlier lineguard (enrollment format {ckpt.get('format', 1)}, "
+                           f"this one needs {ENROLLMENT_FORMAT}); re-enroll: lineguard enroll --data DIR "
+                           f"--out {path.parent}")
+    return ckpt
 
 
 def restore_model(ckpt: dict):

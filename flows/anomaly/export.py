@@ -27,11 +27,11 @@ import torch
 
 import serving
 from flows.anomaly.enroll import load_enrollment, restore_model
-from flows.anomaly.model import OUTPUT_NAMES, AnomalyScorer
+from flows.anomaly.model import OUTPUT_NAMES, AnomalyScorer, PatchEmbedding
 from flows.params import ExportParams
 from flows.anomaly.tensorrt_build import build_engine, trtexec_command
 from serving.drift.baseline import Baseline
-from serving.engine.bundle import MODEL_FILE, SCHEMA_VERSION, Manifest, Provenance, TensorRTInfo, Thresholds, file_entries, write_manifest
+from serving.engine.bundle import BACKBONE_FILE, MODEL_FILE, SCHEMA_VERSION, Manifest, Provenance, TensorRTInfo, Thresholds, file_entries, write_manifest
 from serving.engine.backends import OrtBackend, TensorRTBackend, tensorrt_available
 from serving.errors import LineguardError
 from serving.engine.preprocess import InputSpec, Roi, preprocess
@@ -53,14 +53,16 @@ def git_commit() -> str | None:
         return None
 
 
-def export_onnx(scorer: AnomalyScorer, path: Path, spec: InputSpec, opset: int) -> None:
-    """Write the scorer as ONNX with a dynamic batch axis."""
+def export_onnx(scorer: torch.nn.Module, path: Path, spec: InputSpec, opset: int,
+                outputs: tuple[str, ...] = OUTPUT_NAMES) -> None:
+    """Write the scorer (or any image -> ``outputs`` module) as ONNX with a dynamic batch axis."""
     dummy = torch.zeros(1, 3, spec.height, spec.width)
+    path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            scorer, (dummy,), str(path), input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
-            dynamic_axes={INPUT_NAME: {0: "batch"}, **{n: {0: "batch"} for n in OUTPUT_NAMES}},
+            scorer, (dummy,), str(path), input_names=[INPUT_NAME], output_names=list(outputs),
+            dynamic_axes={INPUT_NAME: {0: "batch"}, **{n: {0: "batch"} for n in outputs}},
             opset_version=opset, dynamo=False,
         )
 
@@ -131,8 +133,10 @@ def export_bundle(bundle_dir: str | Path, ep: ExportParams, *, trt: bool | None 
     s1, _, _, _ = ort_backend.run(x[:1])
     check_parity("ONNX Runtime (batch 1)", parity((reference[0][:1], reference[1][:1]), (s1, m[:1, 0])), ep.parity_rtol)
 
+    export_onnx(PatchEmbedding(model), root / BACKBONE_FILE, spec, ep.opset, outputs=("patch_embedding",))
+
     report = sorted(str(f.relative_to(root)) for f in (root / "report").rglob("*") if f.is_file())
-    files = [MODEL_FILE, *_write_explain(root, ckpt), *report]
+    files = [MODEL_FILE, BACKBONE_FILE, *_write_explain(root, ckpt), *report]
     shape = (3, spec.height, spec.width)
     build_trt = tensorrt_available() if trt is None else trt
     if build_trt:
@@ -174,6 +178,7 @@ def export_bundle(bundle_dir: str | Path, ep: ExportParams, *, trt: bool | None 
         explain={"thumbnails": "explain/normals/", "bank_source": "explain/bank_source.npy",
                  "fingerprints": "explain/fingerprints.npy", "index": "explain/normals.json",
                  "reference": "explain/reference.json"},
+        bench={"backbone": BACKBONE_FILE},
         provenance=Provenance(
             dataset_hash=ckpt["dataset_hash"],
             image_count=len(ckpt["enroll_files"]),

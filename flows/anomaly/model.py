@@ -71,6 +71,19 @@ def patch_embedding(model: PatchcoreModel | PadimModel, x: torch.Tensor) -> torc
     return model.generate_embedding(features)
 
 
+class PatchEmbedding(torch.nn.Module):
+    """images [B,3,H,W] -> patch embeddings [B,D,h,w]: the backbone and its feature pooling alone, without the
+    nearest-neighbour search or the map. Exported beside the scorer as the latency floor the station's
+    benchmark compares the whole path with."""
+
+    def __init__(self, model: PatchcoreModel | PadimModel) -> None:
+        super().__init__()
+        self.model = model.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return patch_embedding(self.model, x)
+
+
 class SeparableGaussianBlur(torch.nn.Module):
     """anomalib's PatchCore blur (sigma 4, reflect padding) as two 1-D passes.
 

@@ -115,7 +115,7 @@ def recalibrate(bundle: str | Path, normals: str | Path, out: str | Path, params
         raise ConfigError(f"{bundle}: no enrollment.pt beside the manifest; recalibrate from the engineer's bundle "
                           "folder written by `lineguard enroll` (or the MLflow run's artifacts), not a station copy")
     old_manifest = load_bundle(bundle).manifest
-    ckpt = load_enrollment(bundle)
+    ckpt = load_enrollment(bundle, min_format=1)  # an old one gets the advice below
     if ckpt.get("format", 1) < 2 or "pooled" not in ckpt:
         raise ConfigError(f"{bundle}: enrolled by an earlier lineguard (bundle schema {old_manifest.schema_version}); "
                           "it has no unseen scores or fingerprints to build on: run with --mode rebuild, or re-enroll")

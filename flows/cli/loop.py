@@ -37,8 +37,10 @@ def register(sub) -> None:
             p.add_argument("--key", required=True, help="the evidence key file (to decrypt the parts' pictures)")
             p.add_argument("--bundle", required=True, help="anomaly bundle whose map pre-draws the boxes")
             p.add_argument("--default-class", help="class for parts the operator confirmed without one")
+            p.add_argument("--cron", help="instead of once, schedule push + pull (the label-sync flow), e.g. "
+                                          "'*/30 * * * *' (needs `lineguard scheduler start`)")
         if name == "dataset":
-            p.add_argument("--out", help="dataset folder (default: STORE/yolo)")
+            p.add_argument("--out", help="dataset folder (default: yolo/ beside the store, i.e. data/yolo)")
             p.add_argument("--goods", help="good images to paste defects into (copy-paste synthesis)")
         p.add_argument("--json", action="store_true", help="print the result as JSON")
         add_params_args(p)
@@ -97,15 +99,22 @@ def cmd_push(args: argparse.Namespace) -> int:
     if not Path(args.key).is_file():
         raise ConfigError(f"{args.key}: evidence key file not found (--key); the engineer's copy of evidence.key_file")
     params = load(args)
+    if args.cron:
+        from flows.orchestration.scheduler import add_schedule
+
+        url = args.evidence if "://" in args.evidence else str(Path(args.evidence).resolve())
+        spec = add_schedule("label-sync", "label-sync", args.cron, {
+            "evidence": url, "key": str(Path(args.key).resolve()), "bundle": str(Path(args.bundle).resolve()),
+            "store": str(store_path(args).resolve())})
+        print(f"scheduled {spec.name}: push + pull at '{args.cron}' (UTC); see `lineguard scheduler status`")
+        return 0
     from flows.labels import server, studio
 
     store = studio.LabelStore(store_path(args))
-    info = server.connection()
-    tasks, problems = studio.defect_tasks(args.evidence, args.key, args.bundle, store, _classes(params),
-                                          info.files_root, args.default_class)
+    r, problems = studio.push_confirmed(store, server.connection(), args.evidence, args.key, args.bundle,
+                                        _classes(params), _title(params), args.default_class)
     for p in problems:
         print(f"skipped: {p}", file=sys.stderr)
-    r = studio.push(store, tasks, info, _title(params), _classes(params))
     print(json.dumps(r.__dict__) if args.json else
           f"pushed {r.pushed} task(s) to project {r.project_id} ({r.already_there} already there)")
     return 0
@@ -153,7 +162,7 @@ def cmd_dataset(args: argparse.Namespace) -> int:
     goods = list_images(args.goods) if args.goods else []
     d, lp = params.detector, params.labels
     # without a product's class list (e.g. the DVC stage), the classes the labelers used, sorted
-    info = build(studio.labeled_images(store), args.out or store.root / "yolo", classes=params.labels.classes or None,
+    info = build(studio.labeled_images(store), args.out or store.dataset_dir, classes=params.labels.classes or None,
                  goods=goods,
                  val_fraction=lp.val_fraction, seed=lp.seed, synthetic_per_good=d.synthetic_per_good if goods else 0,
                  real_repeat=d.real_repeat, rotate=d.rotate)
@@ -189,7 +198,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         from flows.orchestration.scheduler import add_schedule
 
         spec = add_schedule("retrain-detector", "retrain", args.cron,
-                            {"store": str(store.resolve()), "out": str(Path(args.out).resolve()), "goods": args.goods})
+                            {"store": str(store.resolve()), "out": str(Path(args.out).resolve()),
+                             "goods": str(Path(args.goods).resolve()) if args.goods else None})
         print(f"scheduled {spec.name}: retrain check at '{args.cron}' (UTC); see `lineguard scheduler status`")
         return 0
     from flows.detector.retrain import retrain_if_due

@@ -108,14 +108,19 @@ def _feather(dst: np.ndarray, src: np.ndarray, mask: np.ndarray, feather: int = 
     return (a * src.astype(np.float32) + (1 - a) * dst.astype(np.float32)).round().clip(0, 255).astype(np.uint8)
 
 
-def _region(it: LabeledImage, shape) -> np.ndarray:
-    """What to paste of a defect: its mask, or its boxes filled."""
-    if it.mask is not None:
-        return (it.mask > 0).astype(np.uint8)
+def _region(it: LabeledImage, shape, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    """What to paste of a defect, and its class: the whole defect (mask, or boxes filled) when it has one class;
+    one box of it (within the mask) when a labeler gave its boxes different classes."""
+    boxes = it.boxes
+    if len({b[0] for b in boxes}) > 1:
+        boxes = [boxes[int(rng.integers(len(boxes)))]]
     m = np.zeros(shape[:2], np.uint8)
-    for _, x0, y0, x1, y1 in it.boxes:
+    for _, x0, y0, x1, y1 in boxes:
         m[int(y0) : int(np.ceil(y1)), int(x0) : int(np.ceil(x1))] = 1
-    return m
+    if it.mask is not None:
+        mask = (it.mask > 0).astype(np.uint8)
+        m = mask if len(boxes) == len(it.boxes) else m & mask
+    return m, boxes[0][0]
 
 
 def synthesize(train: list[LabeledImage], goods: list[Path], per_good: int, out: Path, classes: list[str],
@@ -125,13 +130,17 @@ def synthesize(train: list[LabeledImage], goods: list[Path], per_good: int, out:
     pool = [(it, read_image(it.path)) for it in train if it.boxes]
     written = 0
     for gp in goods:
-        good = read_image(gp)
+        try:
+            good = read_image(gp)
+        except Exception as exc:  # noqa: BLE001 - one unreadable good image: the others still take pastes
+            print(f"synthesis: skipped {exc}", flush=True)
+            continue
         for k in range(per_good):
             img, occupied, boxes = good.copy(), np.zeros(good.shape[:2], np.uint8), []
             for _ in range(int(rng.integers(1, 3))):
                 for _attempt in range(10):
                     it, src = pool[int(rng.integers(len(pool)))]
-                    region = _region(it, src.shape)
+                    region, cls = _region(it, src.shape, rng)
                     h, w = good.shape[:2]
                     if src.shape[:2] != (h, w):  # a labeled picture kept at another size than the good images
                         src = cv2.resize(src, (w, h), interpolation=cv2.INTER_LINEAR)
@@ -147,7 +156,7 @@ def synthesize(train: list[LabeledImage], goods: list[Path], per_good: int, out:
                     continue
                 img = _feather(img, ws, wm)
                 occupied |= wm
-                boxes += [(it.boxes[0][0], *b) for b in mask_boxes(wm)]
+                boxes += [(cls, *b) for b in mask_boxes(wm)]
             if boxes:
                 name = f"syn_{gp.stem}_{k}"
                 cv2.imwrite(str(out / "train" / "images" / f"{name}.png"), img[:, :, ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 1])

@@ -32,7 +32,7 @@ def retrain_if_due(store_dir: str | Path, out_root: str | Path, params: Params, 
         return {"retrained": False, "why": {c: v["why"] for c, v in s["classes"].items()}, "status": s}
     d, lp = params.detector, params.labels
     good = list_images(goods) if goods else []
-    data = build(studio.labeled_images(store), store.root / "yolo", classes=classes, goods=good[: d.max_goods],
+    data = build(studio.labeled_images(store), store.dataset_dir, classes=classes, goods=good[: d.max_goods],
                  val_fraction=lp.val_fraction, seed=lp.seed, synthetic_per_good=d.synthetic_per_good if good else 0,
                  real_repeat=d.real_repeat, rotate=d.rotate)
     out = Path(out_root) / time.strftime("v%Y%m%dT%H%M%SZ", time.gmtime())

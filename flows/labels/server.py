@@ -41,10 +41,28 @@ class ServerInfo:
 
 
 def home() -> Path:
-    """State of the project's Label Studio: data dir, PID, log, connection file."""
+    """State of the project's Label Studio: data dir, PID, log, connection file (private: it holds the token)."""
     d = project_root() / ".lineguard" / "labelstudio"
     d.mkdir(parents=True, exist_ok=True)
+    d.chmod(0o700)
     return d
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by this user only, from the first byte."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def _started_at(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (/proc), to tell it from a later process with its PID."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
 
 
 def files_root() -> Path:
@@ -84,13 +102,18 @@ def healthy(url: str, timeout: float = 2.0) -> bool:
 
 
 def _pid() -> int | None:
+    """The recorded server's PID while that very process runs (a stale or reused PID counts as none)."""
     path = home() / "ls.pid"
     if not path.exists():
         return None
-    pid = int(path.read_text())
     try:
+        pid, _, started = path.read_text().strip().partition(" ")
+        pid = int(pid)
         os.kill(pid, 0)
-    except OSError:
+    except (OSError, ValueError):
+        path.unlink(missing_ok=True)
+        return None
+    if started and _started_at(pid) not in (None, started):  # the PID now belongs to another process
         path.unlink(missing_ok=True)
         return None
     return pid
@@ -111,9 +134,8 @@ def start(port: int = DEFAULT_PORT, timeout: float = 240.0) -> dict:
         (data / sub).mkdir(parents=True, exist_ok=True)
     secrets = d / "secrets.json"
     if not secrets.exists():  # made once per installation, never in git
-        secrets.write_text(json.dumps({"password": os.urandom(12).hex(), "token": os.urandom(20).hex(),
-                                       "secret_key": os.urandom(24).hex()}))
-        secrets.chmod(0o600)
+        _write_private(secrets, json.dumps({"password": os.urandom(12).hex(), "token": os.urandom(20).hex(),
+                                            "secret_key": os.urandom(24).hex()}))
     s = json.loads(secrets.read_text())
     env = {k: v for k, v in os.environ.items() if k not in ("PORT", "HOST", "USER_TOKEN", "USERNAME", "PASSWORD")}
     env.update({
@@ -129,9 +151,9 @@ def start(port: int = DEFAULT_PORT, timeout: float = 240.0) -> dict:
         proc = subprocess.Popen([str(exe), "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(port),
                                  "--data-dir", str(data)], stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, cwd=data, env=env, start_new_session=True)
-    (d / "ls.pid").write_text(str(proc.pid))
+    (d / "ls.pid").write_text(f"{proc.pid} {_started_at(proc.pid) or ''}".strip())
     info = ServerInfo(url, s["token"], str(files_root()), proc.pid)
-    (d / "server.json").write_text(json.dumps(asdict(info)))
+    _write_private(d / "server.json", json.dumps(asdict(info)))
     deadline = time.monotonic() + timeout
     while not healthy(url):
         if proc.poll() is not None or time.monotonic() > deadline:

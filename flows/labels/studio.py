@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -46,6 +48,14 @@ def label_config(classes: list[str]) -> str:
             f'<RectangleLabels name="{FROM_NAME}" toName="{TO_NAME}">{labels}</RectangleLabels></View>')
 
 
+_PART_ID = re.compile(r"[A-Za-z0-9._-]{1,64}/[A-Za-z0-9._-]{1,64}/\d{1,12}")
+
+
+def is_part_id(ext_id) -> bool:
+    """True for a part id as stations write it: ``station/boot/seq`` (no ``__``, so keys never collide)."""
+    return isinstance(ext_id, str) and bool(_PART_ID.fullmatch(ext_id)) and "__" not in ext_id and ".." not in ext_id
+
+
 class LabelStore:
     """The loop's files: decrypted images, pulled annotations, and the state of the Label Studio project."""
 
@@ -58,6 +68,11 @@ class LabelStore:
         for key, empty in (("tasks", {}), ("tombstones", []), ("queue", []), ("annotations", {})):
             self.state.setdefault(key, empty)
 
+    @property
+    def dataset_dir(self) -> Path:
+        """Where the YOLO dataset of this store goes: ``yolo/`` beside it (``data/yolo``, the DVC stage's output)."""
+        return self.root.parent / "yolo"
+
     def save(self) -> None:
         """Write the state atomically (a crash mid-write keeps the previous one)."""
         tmp = self.state_file.with_suffix(".tmp")
@@ -66,7 +81,10 @@ class LabelStore:
 
     @staticmethod
     def key(ext_id: str) -> str:
-        """A file-name-safe key for a part id."""
+        """A file-name-safe key for a part id ``station/boot/seq`` (refuses anything else: task data in Label
+        Studio can be edited by anyone with access, and must never name a file of its own choosing)."""
+        if not is_part_id(ext_id):
+            raise ConfigError(f"{ext_id!r} is not a part id (station/boot/seq)")
         return ext_id.replace("/", "__")
 
     def annotation(self, ext_id: str) -> dict | None:
@@ -145,6 +163,9 @@ def defect_tasks(evidence: str, key_file: str | Path, bundle: str | Path, store:
         ext_id = f"{r.station_id}/{r.boot_id}/{r.seq}"
         if ext_id in known:
             continue
+        if not is_part_id(ext_id):
+            problems.append(f"{ext_id!r}: not a part id (station/boot/seq) as stations write them: left out")
+            continue
         cls = r.disposition_class if isinstance(r.disposition_class, str) and r.disposition_class else default_class
         if cls not in classes:
             problems.append(f"{ext_id}: operator's class {cls!r} is not one of {classes}; add it to labels.classes "
@@ -159,7 +180,16 @@ def defect_tasks(evidence: str, key_file: str | Path, bundle: str | Path, store:
         except Exception as exc:  # noqa: BLE001 - one unreadable picture does not stop the push
             problems.append(f"{ext_id}: picture {r.crop_file} could not be read or decrypted ({type(exc).__name__})")
             continue
-        img = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
+        img = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+        if img is None:
+            problems.append(f"{ext_id}: picture {r.crop_file} decrypts but is not an image: left out")
+            continue
+        img = img[:, :, ::-1]
+        try:
+            res = engine.infer(img)
+        except Exception as exc:  # noqa: BLE001 - no pre-drawn box for this one part, the others go on
+            problems.append(f"{ext_id}: the anomaly map could not be computed ({type(exc).__name__}: {exc}): left out")
+            continue
         path = store.root / "images" / f"{LabelStore.key(ext_id)}.png"
         path.write_bytes(png)
         try:
@@ -167,7 +197,6 @@ def defect_tasks(evidence: str, key_file: str | Path, bundle: str | Path, store:
         except ValueError:
             raise ConfigError(f"label store {store.root} is outside Label Studio's Local Files root {files_root}; "
                               "keep the store under it (the project's server serves data/)") from None
-        res = engine.infer(img)
         boxes = anomaly_boxes(res.anomaly_map, pix, img.shape[1], img.shape[0]) or [(0.0, 0.0, img.shape[1], img.shape[0])]
         tasks.append(_task(ext_id, rel, img.shape[1], img.shape[0], boxes, cls, round(float(r.score), 4),
                            engine.bundle.manifest.bundle_version))
@@ -214,8 +243,10 @@ def ensure_project(ls, store: LabelStore, title: str, classes: list[str], files_
                                      description="Parts confirmed as defects at Lineguard stations")
     elif project.label_config != config:
         ls.projects.update(project.id, label_config=config)
-    if project.id != store.state.get("project_id"):  # a new project: task ids of the old one mean nothing here
-        store.state.update(project_id=project.id, tasks={}, annotations={})
+    ident = _identity(project)
+    if project.id != store.state.get("project_id") or ident != store.state.get("project_identity"):
+        # a new project (or the same id after Label Studio was wiped): the old task ids mean nothing here
+        store.state.update(project_id=project.id, project_identity=ident, tasks={}, annotations={})
     images = (store.root / "images").resolve()
     if not images.is_relative_to(files_root.resolve()):
         raise ConfigError(f"label store {store.root} is outside Label Studio's Local Files root {files_root}; "
@@ -226,9 +257,14 @@ def ensure_project(ls, store: LabelStore, title: str, classes: list[str], files_
     return project.id
 
 
+def _identity(project) -> str:
+    """A project's id with its creation time: Label Studio reuses ids after its database is wiped."""
+    return f"{project.id}@{project.created_at}"
+
+
 def _live_tasks(ls, pid: int) -> dict[str, dict]:
-    """ext_id -> task (annotations inline) of every task in the project."""
-    return {t.data.get("ext_id"): t for t in ls.tasks.list(project=pid, fields="all") if t.data.get("ext_id")}
+    """ext_id -> task (annotations inline) of every task in the project whose ext_id is a part id."""
+    return {t.data.get("ext_id"): t for t in ls.tasks.list(project=pid, fields="all") if is_part_id(t.data.get("ext_id"))}
 
 
 def push(store: LabelStore, tasks: list[dict], info: ServerInfo, title: str, classes: list[str]) -> PushResult:
@@ -274,6 +310,19 @@ def push(store: LabelStore, tasks: list[dict], info: ServerInfo, title: str, cla
     return result
 
 
+def push_confirmed(store: LabelStore, info: ServerInfo, evidence: str, key_file: str | Path, bundle: str | Path,
+                   classes: list[str], title: str, default_class: str | None = None) -> tuple[PushResult, list[str]]:
+    """Follow the project first (a deleted or recreated one gets every confirmed part again), then push the
+    parts confirmed as defects that Label Studio does not have yet; returns the push and the parts left out."""
+    try:
+        _call(info, lambda: ensure_project(client(info), store, title, classes, Path(info.files_root)))
+        store.save()
+    except LabelStudioUnreachable:
+        pass  # the tasks are collected and queued all the same
+    tasks, problems = defect_tasks(evidence, key_file, bundle, store, classes, info.files_root, default_class)
+    return push(store, tasks, info, title, classes), problems
+
+
 def _time(value) -> float:
     if isinstance(value, datetime):
         return value.timestamp()
@@ -300,9 +349,16 @@ def _boxes(annotation: dict, classes: list[str], ext_id: str, problems: list[str
             problems.append(f"{ext_id}: {cls} box of {bw:.1f} x {bh:.1f} px has no area: left out")
             continue
         x, y = v.get("x", 0) * w / 100, v.get("y", 0) * h / 100
-        x0, y0 = max(0.0, x), max(0.0, y)
-        out.append({"class": cls, "x0": x0, "y0": y0, "x1": min(float(w), x + bw), "y1": min(float(h), y + bh),
-                    "width": w, "height": h})
+        # Label Studio rotates a box about its (x, y) corner: keep the axis-aligned box around the turned one
+        a = math.radians(v.get("rotation") or 0.0)
+        cx = [x + dx * math.cos(a) - dy * math.sin(a) for dx, dy in ((0, 0), (bw, 0), (bw, bh), (0, bh))]
+        cy = [y + dx * math.sin(a) + dy * math.cos(a) for dx, dy in ((0, 0), (bw, 0), (bw, bh), (0, bh))]
+        x0, y0 = max(0.0, min(cx)), max(0.0, min(cy))
+        x1, y1 = min(float(w), max(cx)), min(float(h), max(cy))
+        if x1 - x0 < 1 or y1 - y0 < 1:
+            problems.append(f"{ext_id}: {cls} box lies outside the picture: left out")
+            continue
+        out.append({"class": cls, "x0": x0, "y0": y0, "x1": x1, "y1": y1, "width": w, "height": h})
     return out
 
 
@@ -313,7 +369,29 @@ def pull(store: LabelStore, info: ServerInfo, classes: list[str]) -> PullResult:
     if pid is None:
         return result
     ls = client(info)
-    live = _call(info, lambda: _live_tasks(ls, pid))
+
+    def project_and_tasks():
+        from label_studio_sdk.core.api_error import ApiError
+
+        try:
+            project = ls.projects.get(pid)
+        except ApiError as exc:
+            if exc.status_code != 404:
+                raise
+            project = None
+        return project, (_live_tasks(ls, pid) if project is not None else {})
+
+    project, live = _call(info, project_and_tasks)
+    if project is None or _identity(project) != store.state.get("project_identity", _identity(project)):
+        # deleted or recreated (a wiped Label Studio reuses ids): its missing tasks are not deletions by labelers
+        raise ConfigError(f"the Label Studio project {pid} this store pushed to is gone or was recreated; nothing was "
+                          "removed here. Run `lineguard labels push` to re-create its tasks, then pull again")
+    store.state.setdefault("project_identity", _identity(project))
+    gone = [e for e in store.state["tasks"] if e not in live]
+    if len(gone) > max(3, len(store.state["tasks"]) // 2):
+        raise ConfigError(f"{len(gone)} of {len(store.state['tasks'])} pushed tasks are missing in Label Studio "
+                          f"project {pid}; that looks like a restore or a wrong project, not labelers' deletions. "
+                          "Nothing was removed; check the project, or delete tasks in smaller batches")
     for ext_id in list(store.state["tasks"]):
         if ext_id not in live:  # deleted in Label Studio: not pushed again, not trained on
             store.state["tasks"].pop(ext_id)
@@ -325,7 +403,7 @@ def pull(store: LabelStore, info: ServerInfo, classes: list[str]) -> PullResult:
         store.state["tasks"][ext_id] = task.id
         anns = [a for a in (task.annotations or []) if not a.get("was_cancelled")]
         if not anns:
-            if _remove(store, ext_id):
+            if ext_id in store.state["annotations"] and _remove(store, ext_id):  # one pulled from this project
                 result.removed += 1
             continue
         ann = max(anns, key=lambda a: _time(a.get("updated_at") or a.get("created_at")))
@@ -347,20 +425,24 @@ def pull(store: LabelStore, info: ServerInfo, classes: list[str]) -> PullResult:
 
 
 def _remove(store: LabelStore, ext_id: str) -> bool:
+    """Take a part's annotation out of the dataset; the file is kept under ``removed/`` (nothing is lost)."""
     path = store.root / "annotations" / f"{store.key(ext_id)}.json"
     store.state["annotations"].pop(ext_id, None)
     if path.exists():
-        path.unlink()
+        trash = store.root / "removed"
+        trash.mkdir(exist_ok=True)
+        path.replace(trash / f"{path.stem}.{int(time.time())}.json")
         return True
     return False
 
 
 def counts(store: LabelStore) -> dict[str, int]:
-    """Labeled boxes per class in the store."""
+    """Labeled examples per class in the store: parts with at least one box of the class (not boxes: one part
+    whose map pre-drew twenty boxes is one example)."""
     out: dict[str, int] = {}
     for a in store.annotations():
-        for b in a["boxes"]:
-            out[b["class"]] = out.get(b["class"], 0) + 1
+        for c in {b["class"] for b in a["boxes"]}:
+            out[c] = out.get(c, 0) + 1
     return out
 
 

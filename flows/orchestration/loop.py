@@ -55,11 +55,10 @@ def push_task(evidence: str, key: str, bundle: str, store: str) -> dict:
     from flows.labels import server, studio
 
     p = project_params()
-    info, st = server.connection(), studio.LabelStore(store)
-    tasks, problems = studio.defect_tasks(evidence, key, bundle, st, p.labels.classes, info.files_root)
+    r, problems = studio.push_confirmed(studio.LabelStore(store), server.connection(), evidence, key, bundle,
+                                        p.labels.classes, p.labels.project.format(product=p.product))
     for line in problems:
         print(f"skipped: {line}")
-    r = studio.push(st, tasks, info, p.labels.project.format(product=p.product), p.labels.classes)
     return r.__dict__
 
 
@@ -77,7 +76,10 @@ def pull_task(store: str) -> dict:
 @flow(name="lineguard-label-sync", log_prints=True)
 def label_sync_flow(evidence: str, key: str, bundle: str, store: str = "data/labels") -> dict:
     """Push confirmed defects, then pull annotations."""
-    store = str(project_root() / store) if not Path(store).is_absolute() else store
+    root = project_root()  # a scheduled run starts in the runner's folder, not the one the schedule was made in
+    store, key, bundle = (str(root / x) if not Path(x).is_absolute() else x for x in (store, key, bundle))
+    if "://" not in evidence and not Path(evidence).is_absolute():
+        evidence = str(root / evidence)
     return {"push": push_task(evidence, key, bundle, store), "pull": pull_task(store)}
 
 
@@ -88,6 +90,8 @@ def retrain_flow(store: str = "data/labels", out: str = "models/detector", goods
 
     root = project_root()
     store, out = (str(root / x) if not Path(x).is_absolute() else x for x in (store, out))
+    if goods and not Path(goods).is_absolute():
+        goods = str(root / goods)
     result = retrain_if_due(store, out, project_params(), goods=goods)
     print("retrained: " + (f"{result['bundle']} mAP50 {result['map50']:.3f}" if result["retrained"] else
                            "; ".join(f"{c}: {w}" for c, w in result["why"].items())))

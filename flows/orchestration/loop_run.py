@@ -152,9 +152,8 @@ def run_loop(work: str | Path, params: Params, *, bottle: str | Path, port_ls: i
     ls_info = server.connection()
     store = studio.LabelStore(Path(info["files_root"]) / "labels")
     title = params.labels.project.format(product=params.product)
-    tasks, problems = studio.defect_tasks(str(work / "sync"), work / "evidence.key", bundle, store, classes,
-                                          ls_info.files_root)
-    studio.push(store, tasks, ls_info, title, classes)
+    pushed, problems = studio.push_confirmed(store, ls_info, str(work / "sync"), work / "evidence.key", bundle,
+                                             classes, title)
     lap("push")
 
     ls = studio.client(ls_info)
@@ -201,7 +200,7 @@ def run_loop(work: str | Path, params: Params, *, bottle: str | Path, port_ls: i
              for x in st2.evidence.query(limit=100, order="id")}
     st2.stop()
     lap("check")
-    return {"steps": steps, "total_s": round(sum(steps.values()), 1), "reviewed": reviewed, "pushed": len(tasks),
+    return {"steps": steps, "total_s": round(sum(steps.values()), 1), "reviewed": reviewed, "pushed": pushed.pushed,
             "push_problems": problems, "pulled": pulled.new, "status": status["classes"], "detector": {
                 k: trained[k] for k in ("bundle", "map50", "per_class", "precision", "recall", "n_train", "n_val",
                                         "seconds")},

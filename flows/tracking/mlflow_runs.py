@@ -172,7 +172,8 @@ def register_bundle(bundle_dir: str | Path, run_id: str, params: Params) -> str:
             dst.write_bytes((bundle.root / f).read_bytes())
         c.log_artifacts(run_id, str(stage), "bundle")
     m = bundle.manifest
-    c.log_metric(run_id, "onnx_parity_max_rel_diff", m.parity["onnx_max_rel_diff"])
+    for k, v in m.parity.items():  # anomaly: relative score/map differences; detector: box px and score
+        c.log_metric(run_id, "onnx_parity_max_rel_diff" if k == "onnx_max_rel_diff" else f"parity_{k}", v)
     c.set_tag(run_id, "bundle_version", m.bundle_version)
     c.set_tag(run_id, "tensorrt", "built" if m.tensorrt.built else "not built")
     try:

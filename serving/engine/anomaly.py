@@ -50,7 +50,7 @@ class AnomalyEngine(InferenceEngine):
             raise BundleError(f"{bundle.root}: model_kind {m.model_kind!r}, expected 'anomaly'")
         self.spec, self.roi, self.thresholds = m.input, m.roi, m.thresholds
         self.backend = open_backend(bundle.root, m.model_file, m.tensorrt.file if m.tensorrt.built else None,
-                                    m.outputs, backend, threads)
+                                    m.outputs, backend, threads, sha256=m.files[m.model_file].sha256)
 
     @classmethod
     def load(cls, root: str | os.PathLike, backend: str = "auto", threads: int | None = None) -> "AnomalyEngine":

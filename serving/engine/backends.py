@@ -11,6 +11,10 @@ True
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import platform
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
@@ -34,12 +38,47 @@ class Backend(ABC):
         """Run the graph on a contiguous float32 NCHW batch."""
 
 
+def ort_cache_dir() -> Path | None:
+    """Where optimised graphs are cached: ``$LINEGUARD_ORT_CACHE`` (``off`` disables), else
+    ``$XDG_CACHE_HOME/lineguard/ort`` (``~/.cache/lineguard/ort``)."""
+    v = os.environ.get("LINEGUARD_ORT_CACHE")
+    if v == "off":
+        return None
+    return Path(v) if v else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lineguard" / "ort"
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _machine_key() -> str:
+    """What a fully optimised CPU graph depends on besides the model: ORT's version and the CPU's features."""
+    import onnxruntime as ort
+
+    flags = ""
+    try:
+        flags = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")), "")
+    except OSError:
+        pass
+    return hashlib.sha256(f"{ort.__version__}|{platform.machine()}|{flags}".encode()).hexdigest()[:16]
+
+
 class OrtBackend(Backend):
-    """ONNX Runtime session over an ``.onnx`` file, on the best provider available."""
+    """ONNX Runtime session over an ``.onnx`` file, on the best provider available.
+
+    With the graph's ``sha256`` (from the verified manifest), the fully optimised graph is cached per machine
+    (:func:`ort_cache_dir`): the next load skips ORT's graph optimisation, the larger part of a cold start. A
+    cached graph is used only if its own hash, recorded beside it, still matches; anything else rebuilds it.
+    """
 
     name = "onnxruntime"
 
-    def __init__(self, onnx_path: Path, providers: list[str] | None = None, threads: int | None = None) -> None:
+    def __init__(self, onnx_path: Path, providers: list[str] | None = None, threads: int | None = None,
+                 sha256: str | None = None) -> None:
         import onnxruntime as ort
 
         available = ort.get_available_providers()
@@ -48,7 +87,33 @@ class OrtBackend(Backend):
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             opts.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=wanted)
+        path, fresh = Path(onnx_path), None
+        cache = ort_cache_dir() if sha256 and wanted == ["CPUExecutionProvider"] else None
+        if cache is not None:
+            cached = cache / f"{sha256[:32]}-{_machine_key()}.onnx"
+            side = cached.with_suffix(".json")
+            try:
+                if json.loads(side.read_text())["sha256"] == _file_sha256(cached):
+                    path = cached
+                    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            except (OSError, ValueError, KeyError):
+                pass
+            if path != cached:
+                try:
+                    cache.mkdir(parents=True, exist_ok=True)
+                    fresh = cached.with_name(f".{cached.stem}.{os.getpid()}.tmp.onnx")
+                    opts.optimized_model_filepath = str(fresh)
+                    opts.log_severity_level = 3  # not the "hardware-specific graph" warning: it is kept per machine
+                except OSError:  # a read-only disk: no cache, the same session
+                    fresh = None
+        self.session = ort.InferenceSession(str(path), sess_options=opts, providers=wanted)
+        if fresh is not None and fresh.exists():
+            try:  # the hash first, then the graph: a reader never sees a graph without its hash
+                cached.with_suffix(".json").write_text(json.dumps({"sha256": _file_sha256(fresh), "source": sha256}))
+                os.replace(fresh, cached)
+            except OSError:
+                fresh.unlink(missing_ok=True)
+        self.cached = path != Path(onnx_path)
         self.providers = self.session.get_providers()
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
@@ -155,11 +220,11 @@ def tensorrt_available() -> bool:
 
 
 def open_backend(root: Path, model_file: str, engine_file: str | None, output_names: list[str],
-                 backend: str = "auto", threads: int | None = None) -> Backend:
+                 backend: str = "auto", threads: int | None = None, sha256: str | None = None) -> Backend:
     """TensorRT when asked for or available with a built engine, else ONNX Runtime."""
     if backend in ("auto", "tensorrt") and engine_file and tensorrt_available():
         return TensorRTBackend(root / engine_file, output_names)
     if backend == "tensorrt":
         raise BundleError(f"{root}: backend 'tensorrt' asked for, but the bundle has no engine or tensorrt "
                           "does not import; use backend 'auto' or build the engine on the target (see manifest)")
-    return OrtBackend(root / model_file, threads=threads)
+    return OrtBackend(root / model_file, threads=threads, sha256=sha256)

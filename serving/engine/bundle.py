@@ -30,6 +30,7 @@ SCHEMA_VERSION = 2  #: 2 adds the part fingerprint output and the drift baseline
 SUPPORTED_SCHEMAS = (1, 2)  #: a station still runs schema 1 bundles, without drift features
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.onnx"  #: the default graph name export writes; stations read ``manifest.model_file``
+BACKBONE_FILE = "bench/backbone.onnx"  #: the backbone alone, for ``lineguard-station bench`` (not run on the line)
 
 
 class ScoreStats(StrictModel):
@@ -130,6 +131,8 @@ class Manifest(StrictModel):
     parity: dict[str, float]
     tensorrt: TensorRTInfo
     explain: dict[str, str] = {}
+    bench: dict[str, str] = Field({}, description="graphs the latency benchmark compares with: backbone = the "
+                                                   "feature extractor alone, same input")
     provenance: Provenance
     baseline: Baseline | None = Field(None, description="what normal looked like at enrollment (schema 2)")
 

@@ -75,10 +75,17 @@ class DetectorEngine(InferenceEngine):
         if m.model_kind != "detector":
             raise BundleError(f"{bundle.root}: model_kind {m.model_kind!r}, expected 'detector'")
         self.spec, self.roi, self.classes, self.det = m.input, m.roi, list(m.class_names), m.detector
-        self.min_conf = min(self.det.confidence.values(), default=0.25)
+        self.report_from(self.det.confidence)
         self.backend = open_backend(bundle.root, m.model_file, m.tensorrt.file if m.tensorrt.built else None,
-                                    m.outputs, backend, threads)
-        self._geometry: list[tuple[float, tuple[int, int], tuple[int, int]]] = []
+                                    m.outputs, backend, threads, sha256=m.files[m.model_file].sha256)
+        self._geometry: list[tuple[float, float, tuple[int, int], tuple[int, int]]] = []
+
+    def report_from(self, limits: dict[str, float]) -> None:
+        """Report each class from the lower of the bundle's confidence and ``limits`` (the gate's
+        ``class_confidence``): a station that lowers a class's limit must see the boxes above it."""
+        own = self.det.confidence
+        self.report = {c: min(own.get(c, 1.0), limits.get(c, 1.0)) for c in self.classes}
+        self.min_conf = min(self.report.values(), default=0.25)
 
     @classmethod
     def load(cls, root: str | os.PathLike, backend: str = "auto", threads: int | None = None) -> "DetectorEngine":
@@ -90,10 +97,11 @@ class DetectorEngine(InferenceEngine):
         crop = crop_roi(to_rgb(image_rgb, source=source), self.roi, source=source)
         if self.det.letterbox:
             boxed, scale, pad = letterbox(crop, self.spec.height, self.spec.width)
+            sx = sy = scale
         else:
             boxed = cv2.resize(crop, (self.spec.width, self.spec.height), interpolation=cv2.INTER_LINEAR)
-            scale, pad = self.spec.width / crop.shape[1], (0, 0)
-        self._geometry = [(scale, pad, crop.shape[:2])]
+            sx, sy, pad = self.spec.width / crop.shape[1], self.spec.height / crop.shape[0], (0, 0)
+        self._geometry = [(sx, sy, pad, crop.shape[:2])]
         return boxed, normalize(boxed, self.spec)
 
     def forward(self, batch: np.ndarray) -> list[np.ndarray]:
@@ -104,17 +112,20 @@ class DetectorEngine(InferenceEngine):
         """Per image: detections at or above the lowest deployed confidence, boxes in source pixels."""
         raw = outputs[0]
         size = (self.spec.height, self.spec.width)
-        geometry = self._geometry if len(self._geometry) == len(raw) else [(1.0, (0, 0), size)] * len(raw)
+        geometry = self._geometry if len(self._geometry) == len(raw) else [(1.0, 1.0, (0, 0), size)] * len(raw)
         ox, oy = (self.roi.x, self.roi.y) if self.roi else (0, 0)
         results = []
-        for r, (scale, (px, py), (ch, cw)) in zip(raw, geometry):
+        if raw.shape[1] != 4 + len(self.classes):
+            raise BundleError(f"{self.bundle.root}: the graph scores {raw.shape[1] - 4} classes, the manifest names "
+                              f"{len(self.classes)} ({self.classes}); re-export the detector")
+        for r, (sx, sy, (px, py), (ch, cw)) in zip(raw, geometry):
             dets = []
             for name, conf, (x, y, w, h) in nms(r, self.classes, self.min_conf, self.det.iou):
-                if conf < self.det.confidence.get(name, self.min_conf):
+                if conf < self.report.get(name, self.min_conf):
                     continue
                 # back to the crop's pixels, clipped to it (as ultralytics clips), then to the source image's
-                x0, y0 = np.clip((x - px) / scale, 0, cw), np.clip((y - py) / scale, 0, ch)
-                x1, y1 = np.clip((x + w - px) / scale, 0, cw), np.clip((y + h - py) / scale, 0, ch)
+                x0, y0 = np.clip((x - px) / sx, 0, cw), np.clip((y - py) / sy, 0, ch)
+                x1, y1 = np.clip((x + w - px) / sx, 0, cw), np.clip((y + h - py) / sy, 0, ch)
                 if x1 - x0 < 1 or y1 - y0 < 1:
                     continue
                 dets.append(Detection(class_name=name, confidence=round(min(conf, 1.0), 4),

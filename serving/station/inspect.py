@@ -69,14 +69,17 @@ def inspect(engine: AnomalyEngine, rules: GateRules, image: np.ndarray | None, *
             roi_px = roi.w * roi.h if roi else image.shape[0] * image.shape[1]
             score, area = result.score, anomaly_area(result.anomaly_map, rules.pixel_threshold, roi_px)
             figures = part_figures(crop)
-            if detector is not None:
-                t = time.monotonic_ns()
-                detections = tuple(detector.infer(image, source=source))
-                lat["detector"] = _ms_since(t)
         except (ImageError, RoiError) as exc:
             error, detail, result = "wrong_frame", str(exc), None
         except Exception as exc:  # noqa: BLE001 - any engine fault fails safe, never crashes the caller
             error, detail, score, result = "engine_error", f"{type(exc).__name__}: {exc}", None, None
+    if error is None and detector is not None:
+        try:
+            t = time.monotonic_ns()
+            detections = tuple(detector.infer(image, source=source))
+            lat["detector"] = _ms_since(t)
+        except Exception as exc:  # noqa: BLE001 - fails safe too, but the record keeps the anomaly score
+            error, detail = "engine_error", f"detector: {type(exc).__name__}: {exc}"
     if error is None and t_trigger_ns is not None and _ms_since(t_trigger_ns) > rules.deadline_ms:
         error, detail = "deadline_missed", f"{_ms_since(t_trigger_ns):.0f} ms > {rules.deadline_ms:g} ms"
     t = time.monotonic_ns()

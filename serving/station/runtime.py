@@ -109,13 +109,16 @@ class Station:
         if unknown:
             raise BundleError(f"{path}: gate.class_confidence names {unknown}, which this detector does not know "
                               f"(it finds {names}); fix the station config or deploy the matching detector")
-        det.warmup()
         return det
 
     @staticmethod
     def _rules(gate: GateRules, engine: AnomalyEngine, detector: "DetectorEngine | None") -> GateRules:
         rules = gate.with_calibration(engine.thresholds.image, engine.thresholds.pixel)
-        return rules.with_detector(detector.det.confidence) if detector is not None else rules
+        if detector is None:
+            return rules
+        rules = rules.with_detector(detector.det.confidence)
+        detector.report_from(rules.class_confidence)
+        return rules
 
     def known_fingerprints(self):
         """Fingerprints of the enrolled normals (the bundle's explain file), or None for a schema 1 bundle."""
@@ -139,7 +142,8 @@ class Station:
         if self.cfg.roi:
             engine.roi = Roi.parse(self.cfg.roi)
             check_roi_scale(engine.roi, engine.spec, source="roi")
-        engine.warmup()
+        # no warm-up run: the first part costs what any part costs (measured by `lineguard-station bench`),
+        # and a graph that fails on it fails that part safe, with an alarm, like any other engine fault
         return engine
 
     # ------------------------------------------------------------------ control
@@ -261,8 +265,18 @@ class Station:
                 rules = self._rules(self.cfg.gate, engine, detector)
                 with self._lock:
                     last = self.state.last_view.image if self.state.last_view is not None else None
+                try:
+                    if last is None:  # nothing inspected yet: the graphs must at least run
+                        engine.warmup()
+                        if detector is not None:
+                            detector.warmup()
+                except Exception as exc:  # noqa: BLE001 - a graph that cannot run is refused like a bad hash
+                    raise BundleError(f"{path}: the new graph does not run: {type(exc).__name__}: {exc}") from exc
                 if last is not None:  # a real verdict, off the line, before the swap
-                    inspect(engine, rules, last, detector=detector, source="bundle check")
+                    check = inspect(engine, rules, last, detector=detector, source="bundle check")
+                    if check.decision.rule.startswith("fail_safe.engine_error"):
+                        raise BundleError(f"{path}: the new bundle fails on the last part: "
+                                          f"{'; '.join(check.decision.reasons) or check.decision.rule}")
             except LineguardError as exc:
                 self.audit.append(user, "bundle_refused", {"path": path, "reason": str(exc)})
                 self.alarms.raise_("bundle", f"new bundle refused, still running "

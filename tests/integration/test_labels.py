@@ -192,6 +192,7 @@ def test_deletions_and_bad_boxes_in_label_studio(home, synced, bundle_dir, capsy
     assert "'scratch', not one of" in out.err and "has no area" in out.err
     store = home[0] / "data" / "labels"
     assert not (store / "annotations" / f"{gone.data['ext_id'].replace('/', '__')}.json").exists()
+    assert list((store / "removed").glob(f"{gone.data['ext_id'].replace('/', '__')}.*.json"))  # kept, not lost
     code, out = cli("labels", "push", "--evidence", str(sync), "--key", str(key), "--bundle", str(bundle_dir), "--json",
                     capsys=capsys)
     assert json.loads(out.out.strip().splitlines()[-1])["pushed"] == 0  # a task deleted in Label Studio stays deleted
@@ -218,3 +219,24 @@ def test_label_studio_down_queues_the_push_and_retries(home, synced, bundle_dir,
     ls = ls_client(home[1])
     project = next(p for p in ls.projects.list() if p.title == "lineguard-queue-test")
     assert len(list(ls.tasks.list(project=project.id, fields="task_only"))) == n
+
+
+def test_a_project_deleted_in_label_studio_removes_no_local_label(home, synced, bundle_dir, capsys):
+    """A wiped or deleted project is not a labeler deleting every task: the pull refuses and keeps the labels;
+    a push re-creates the tasks and the next pull keeps the labels those new tasks have not been given yet."""
+    sync, key, n = synced
+    store = home[0] / "data" / "labels"
+    before = sorted(p.name for p in (store / "annotations").glob("*.json"))
+    assert before
+    ls = ls_client(home[1])
+    project = next(p for p in ls.projects.list() if p.title == "lineguard-elpv-test")
+    ls.projects.delete(project.id)
+    code, out = cli("labels", "pull", capsys=capsys)
+    assert code == 2 and "is gone or was recreated; nothing was removed here" in out.err
+    assert sorted(p.name for p in (store / "annotations").glob("*.json")) == before
+    code, out = cli("labels", "push", "--evidence", str(sync), "--key", str(key), "--bundle", str(bundle_dir), "--json",
+                    capsys=capsys)
+    assert code == 0 and json.loads(out.out.strip().splitlines()[-1])["project_id"] != project.id
+    code, out = cli("labels", "pull", "--json", capsys=capsys)
+    assert code == 0 and json.loads(out.out.strip().splitlines()[-1])["removed"] == 0
+    assert sorted(p.name for p in (store / "annotations").glob("*.json")) == before

@@ -54,3 +54,32 @@ def test_enrollment_and_evaluation_runs_and_the_registered_bundle(tmp_path, smal
         assert mv.tags["model_sha256"] == m.files[m.model_file].sha256
         assert json.loads(mv.tags["threshold_config"])["image"] == pytest.approx(m.thresholds.image)
         assert "parent_version" in mv.tags and mv.tags["git_commit"]
+
+
+def test_a_trained_detector_is_logged_and_registered_under_its_own_model(tmp_path, detector_dir):
+    """What `lineguard detector train` does with tracking on (the default): a run with mAP and per-class figures,
+    and the bundle as a version of lineguard-<product>-detector with its lineage tags."""
+    from dataclasses import fields
+    from pathlib import Path
+
+    from flows.detector.train import DetectorResult
+    from flows.params import load_params
+    from flows.tracking.mlflow_runs import log_detector
+    from helpers import ROOT
+
+    summary = json.loads(detector_dir.with_name(detector_dir.name + ".train.json").read_text())
+    result = DetectorResult(**{f.name: summary[f.name] for f in fields(DetectorResult) if f.name in summary})
+    result.out = Path(detector_dir)
+    with mlflow_server(tmp_path / "mlflow") as uri:
+        params = load_params(ROOT / "params.yaml", {"tracking.uri": uri, "tracking.enabled": True},
+                             ROOT / "products" / "bottle.yaml")
+        run_id, version = log_detector(result, params, detector_dir)
+        c = client(params.tracking)
+        run = c.get_run(run_id)
+        assert run.info.status == "FINISHED" and run.data.metrics["map50"] == pytest.approx(result.map50)
+        assert {f"ap50_{k}" for k in result.per_class} <= set(run.data.metrics)
+        assert any(k.startswith("parity_") for k in run.data.metrics)
+        mv = c.get_model_version(f"{params.model_name}-detector", version)
+        m = load_bundle(detector_dir).manifest
+        assert mv.tags["model_kind"] == "detector" and mv.tags["model_sha256"] == m.files[m.model_file].sha256
+        assert json.loads(mv.tags["threshold_config"])["confidence"] == m.detector.confidence

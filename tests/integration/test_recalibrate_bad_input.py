@@ -72,6 +72,8 @@ def test_a_bundle_enrolled_before_schema_2_or_without_its_enrollment_is_refused(
     torch.save(ckpt, old / "enrollment.pt")
     assert recal(old, normals, tmp_path / "o1") == 2
     assert "--mode rebuild" in capsys.readouterr().err
+    assert lineguard(["export", "--bundle", str(old)]) == 2  # an old enrollment is named, not a pydantic traceback
+    assert "written by an earlier lineguard (enrollment format 1, this one needs 2); re-enroll" in capsys.readouterr().err
     (old / "enrollment.pt").unlink()
     assert recal(old, normals, tmp_path / "o2") == 2
     assert "no enrollment.pt" in capsys.readouterr().err

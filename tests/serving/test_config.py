@@ -129,3 +129,13 @@ def test_the_readme_register_map_is_the_one_the_code_uses():
     readme = (ROOT / "README.md").read_text()
     table = readme.split("<!-- register-map:")[1].split("-->", 1)[1].split("<!-- /register-map -->")[0].strip()
     assert table == register_table(ModbusMap(hr_encoder=10, hr_plc_clock=11, hr_trigger_count=12))
+
+
+def test_relative_paths_are_the_config_folder_s_including_the_detector(tmp_path):
+    data = yaml.safe_load((ROOT / "station.example.yaml").read_text())
+    data.update(bundle="models/anomaly", detector_bundle="../models/detector")
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "station.yaml").write_text(yaml.safe_dump(data))
+    cfg = load_config(tmp_path / "site" / "station.yaml")
+    assert cfg.bundle == str((tmp_path / "site" / "models" / "anomaly").resolve())
+    assert cfg.detector_bundle == str((tmp_path / "models" / "detector").resolve())

@@ -64,6 +64,30 @@ def test_a_detector_whose_classes_do_not_fit_the_station_is_refused(make_config,
         Station(make_config(detector_bundle=str(detector_dir), gate={"class_confidence": {"scratch": 0.5}}))
 
 
+def test_a_detector_that_fails_on_the_last_part_is_refused_and_the_old_models_keep_running(make_config, detector_dir,
+                                                                                            tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(detector_dir, broken)
+    m = json.loads((broken / "manifest.json").read_text())
+    keep = m["class_names"][:1]  # the graph still scores 3 classes: decoding them must fail, not pass
+    m["class_names"], m["detector"]["confidence"] = keep, {k: v for k, v in m["detector"]["confidence"].items()
+                                                           if k in keep}
+    (broken / "manifest.json").write_text(json.dumps(m))
+    st = Station(make_config(detector_bundle=str(detector_dir), source={"rate_hz": 20}))
+    st.start()
+    assert st.wait(60)
+    try:
+        before = st.detector.bundle.manifest.bundle_version
+        with pytest.raises(BundleError, match="fails on the last part"):
+            st.reload_bundle(str(broken), "eddie")
+        assert st.detector.bundle.manifest.bundle_version == before and st.detector.classes != keep
+        assert any(e["action"] == "bundle_refused" for e in st.audit.entries())
+    finally:
+        st.stop()
+
+
 def test_the_detector_loads_no_training_module(detector_dir, test_images):
     code = f"""
 import json, sys
@@ -75,3 +99,24 @@ print(json.dumps(sorted(m for m in ("torch", "ultralytics", "anomalib", "timm", 
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_detector_train_json_names_what_an_engineer_needs(detector_dir):
+    """`lineguard detector train --json` (run by the fixture on MVTec AD bottle): the documented keys."""
+    summary = detector_dir.with_name(detector_dir.name + ".train.json")
+    if not summary.is_file():
+        pytest.skip("the detector was built before its --json summary was kept; delete it to rebuild")
+    r = json.loads(summary.read_text())
+    assert {"map50", "per_class", "seconds", "n_train", "n_val"} <= set(r)
+    assert set(r["per_class"]) == {"broken_large", "broken_small", "contamination"} and r["n_val"] > 0
+
+
+def test_a_lower_gate_confidence_lowers_what_the_detector_reports(detector_dir):
+    from serving.engine.detector import DetectorEngine as Det
+
+    d = Det.load(detector_dir)
+    own = dict(d.det.confidence)
+    d.report_from({c: v / 2 for c, v in own.items()})  # the station's gate asks for less than the bundle
+    assert d.report == {c: v / 2 for c, v in own.items()} and d.min_conf == min(own.values()) / 2
+    d.report_from({c: 0.99 for c in own})  # asks for more: the gate decides, the engine still reports from its own
+    assert d.report == own

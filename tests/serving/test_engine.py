@@ -85,3 +85,22 @@ def test_device_buffers_are_allocated_once_and_grown_only_when_needed():
     assert grown != first and freed == [first] and buffers.allocations == 2
     buffers.release()
     assert freed == [first, grown]
+
+
+def test_the_optimised_graph_is_cached_per_machine_and_a_tampered_cache_is_not_used(bundle_dir, test_images,
+                                                                                     tmp_path, monkeypatch):
+    monkeypatch.setenv("LINEGUARD_ORT_CACHE", str(tmp_path / "cache"))
+    first = AnomalyEngine.load(bundle_dir)
+    x = first.preprocess(read_image(list_images(test_images / "defect")[0]))[1][None]
+    assert not first.backend.cached and len(list((tmp_path / "cache").glob("*.onnx"))) == 1
+    second = AnomalyEngine.load(bundle_dir)
+    assert second.backend.cached  # graph optimisation skipped: the cold start's larger part
+    np.testing.assert_allclose(second.forward(x)[0], first.forward(x)[0], rtol=1e-5)
+    cached = next((tmp_path / "cache").glob("*.onnx"))
+    cached.write_bytes(cached.read_bytes()[:-10] + b"0123456789")  # a disk error or an attacker
+    third = AnomalyEngine.load(bundle_dir)
+    assert not third.backend.cached  # its hash no longer matches: rebuilt from the verified bundle
+    np.testing.assert_allclose(third.forward(x)[0], first.forward(x)[0], rtol=1e-5)
+    assert AnomalyEngine.load(bundle_dir).backend.cached  # ... and cached again
+    monkeypatch.setenv("LINEGUARD_ORT_CACHE", "off")
+    assert not AnomalyEngine.load(bundle_dir).backend.cached

@@ -1,4 +1,4 @@
-"""``lineguard-station verify`` and ``replay``."""
+"""``lineguard-station verify``, ``replay``, ``bench``, ports and ``export-evidence``."""
 
 import subprocess
 import sys
@@ -96,3 +96,28 @@ def test_export_evidence_decrypts_records_and_pictures(tmp_path, make_config):
     (tmp_path / "nokey.yaml").write_text(yaml.safe_dump(data))
     bad = station("export-evidence", "--config", str(tmp_path / "nokey.yaml"), "--out", str(tmp_path / "y"))
     assert bad.returncode == 2 and "export needs the engineer's copy of the evidence key" in bad.stderr
+
+
+def test_bench_prints_the_whole_path_the_backbone_and_cold_start_without_a_training_module(bundle_dir, test_images):
+    """`lineguard-station bench --json`: the documented figures, from a station's own imports."""
+    import json
+
+    code = ("import sys; from serving.cli import main; rc = main(sys.argv[1:]); "
+            "print('HEAVY', [m for m in ('torch', 'anomalib', 'timm', 'mlflow', 'prefect', 'ultralytics') "
+            "if m in sys.modules]); sys.exit(rc)")
+    out = subprocess.run([sys.executable, "-c", code, "bench", "--bundle", str(bundle_dir), "--images",
+                          str(test_images), "--n", "8", "--cold-runs", "1", "--json"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert lines[-1] == "HEAVY []"
+    r = json.loads(lines[-2])
+    for key in ("p50_ms", "p99_ms", "backbone_p50_ms", "load_to_first_verdict_ms", "process_to_first_verdict_ms"):
+        assert isinstance(r[key], float) and r[key] > 0, key
+    assert r["p50_ms"] <= r["p99_ms"] and r["n"] == 8 and r["batch"] == 1
+    assert {"preprocess", "inference", "gate"} <= set(r["stages"])
+    assert r["load_to_first_verdict_ms"] < r["process_to_first_verdict_ms"]
+
+
+def test_bench_of_an_empty_folder_is_one_clear_line(bundle_dir, tmp_path):
+    out = station("bench", "--bundle", str(bundle_dir), "--images", str(tmp_path), "--cold-runs", "0")
+    assert out.returncode == 2 and "no images to replay" in out.stderr and "Traceback" not in out.stderr

@@ -1,0 +1,78 @@
+"""Calibration benchmark: the false-reject rate each bundle promises (conformal, with its 95 % interval)
+against what its test goods show, and the escape rate at that threshold, at the default parameters.
+
+Sets: MVTec AD bottle (products/bottle.yaml, as `lineguard enroll --config products/bottle.yaml` runs it),
+ELPV mono (the embedded default) and ELPV poly (same parameters, `data.elpv.cell_type=poly`).
+
+    .venv/bin/python benchmarks/bench_calibration.py [--out benchmarks/out/calibration]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def one(name: str, data: Path, params, out: Path) -> dict:
+    from flows.anomaly.enroll import enroll
+    from flows.anomaly.export import export_bundle
+    from flows.evaluation.evaluate import evaluate
+
+    bundle = out / name
+    shutil.rmtree(bundle, ignore_errors=True)
+    t0 = time.perf_counter()
+    r = enroll(data, params, bundle, progress=False)
+    seconds = time.perf_counter() - t0
+    export_bundle(bundle, params.export)
+    m = evaluate(bundle, data, progress=False)
+    return {"n_normals": r.n_enroll, "enroll_s": seconds, **{k: m[k] for k in (
+        "threshold", "frr_expected", "frr_interval", "frr", "frr_inside_interval", "escape_rate", "n_good", "n_defect",
+        "image_auroc")}}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "calibration"))
+    args = ap.parse_args()
+    from flows.data.prepare import prepare_elpv
+    from flows.params import load_params
+    from flows.settings import quiet_environment
+
+    quiet_environment(ROOT)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = {}
+    bottle = ROOT.parent / "shared" / "data" / "mvtec_ad" / "bottle"
+    if bottle.is_dir():
+        rows["MVTec AD bottle"] = one("bottle", bottle, load_params(ROOT / "params.yaml", {"tracking.enabled": False},
+                                                                     ROOT / "products" / "bottle.yaml"), out)
+    for cell in ("mono", "poly"):
+        params = load_params(ROOT / "params.yaml", {"tracking.enabled": False, "data.elpv.cell_type": cell})
+        e = params.data.elpv
+        data = prepare_elpv(out / f"data-{cell}", n_train=e.n_train, n_test_good=e.n_test_good,
+                            n_test_defect=e.n_test_defect, cell_type=cell, seed=e.seed)
+        rows[f"ELPV {cell}"] = one(f"elpv-{cell}", data, params, out)
+    (out / "results.json").write_text(json.dumps(rows, indent=1))
+    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}; "
+          "default parameters (params.yaml; bottle with products/bottle.yaml), target FRR 1 %\n")
+    print("| set | normals | threshold | expected FRR (95 % interval) | observed FRR on test goods | inside | "
+          "escape rate | image AUROC | enroll (s) |\n|---|---|---|---|---|---|---|---|---|")
+    for name, r in rows.items():
+        lo, hi = r["frr_interval"]
+        print(f"| {name} | {r['n_normals']} | {r['threshold']:.3f} | {r['frr_expected']:.1%} ({lo:.1%}–{hi:.1%}) | "
+              f"{r['frr']:.1%} of {r['n_good']} | {'yes' if r['frr_inside_interval'] else 'no'} | "
+              f"{r['escape_rate']:.1%} of {r['n_defect']} | {r['image_auroc']:.4f} | {r['enroll_s']:.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

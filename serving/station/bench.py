@@ -1,0 +1,137 @@
+"""``lineguard-station bench``: the serving figures of one bundle on this machine, as a station runs it.
+
+- ``p50_ms`` / ``p99_ms``: the whole scoring path at batch 1 -- ``inspect()`` as the station calls it
+  (ROI crop and resize, ONNX Runtime, anomaly map, area, gate), with the station's own thread settings;
+- ``backbone_p50_ms`` / ``backbone_p99_ms``: the backbone alone (the bundle's ``bench/backbone.onnx``, the
+  same input), in the same run, interleaved with the whole path so both see the same machine;
+- ``load_to_first_verdict_ms``: bundle verification + session + first verdict on a real image, in a fresh
+  process; ``process_to_first_verdict_ms``: from spawning that process to its first verdict.
+
+Imports numpy, opencv and onnxruntime only (a station has nothing else).
+
+>>> r = run_bench("models/elpv/bundle", "data/elpv/test", n=100)    # doctest: +SKIP
+>>> r["p50_ms"], r["backbone_p50_ms"]                              # doctest: +SKIP
+(31.2, 9.8)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from serving.errors import BundleError, DatasetError, LineguardError
+from serving.images import read_image
+
+
+def _pct(values: list[float]) -> tuple[float, float]:
+    v = np.asarray(values, dtype=np.float64)
+    return float(np.percentile(v, 50)), float(np.percentile(v, 99))
+
+
+def first_verdict(bundle: str | Path, image: str | Path) -> dict:
+    """Load ``bundle`` and inspect ``image`` once, as a station starting up does; monotonic times in ns."""
+    from serving.gate.rules import GateRules
+    from serving.station.inspect import inspect
+    from serving.engine.anomaly import AnomalyEngine
+
+    t_load = time.monotonic_ns()
+    engine = AnomalyEngine.load(bundle)
+    rules = GateRules().with_calibration(engine.thresholds.image, engine.thresholds.pixel)
+    insp = inspect(engine, rules, read_image(image), source=str(image))
+    t_verdict = time.monotonic_ns()
+    return {"t_load_ns": t_load, "t_verdict_ns": t_verdict, "verdict": insp.decision.verdict,
+            "rule": insp.decision.rule}
+
+
+def cold_start(bundle: str | Path, image: str | Path, runs: int = 3) -> dict:
+    """Process spawn -> first verdict, and bundle load -> first verdict, median of ``runs`` fresh processes."""
+    spawn, load = [], []
+    for _ in range(runs):
+        t0 = time.monotonic_ns()
+        out = subprocess.run([sys.executable, "-m", "serving.cli", "bench", "--bundle", str(bundle), "--images",
+                              str(image), "--first-verdict"], capture_output=True, text=True, timeout=120)
+        line = [x for x in out.stdout.splitlines() if x.startswith("{")]
+        if out.returncode or not line:
+            raise BundleError(f"{bundle}: the cold-start process failed: {out.stderr.strip()[-500:]}")
+        r = json.loads(line[-1])
+        spawn.append((r["t_verdict_ns"] - t0) / 1e6)
+        load.append((r["t_verdict_ns"] - r["t_load_ns"]) / 1e6)
+    return {"process_to_first_verdict_ms": float(np.median(spawn)), "load_to_first_verdict_ms": float(np.median(load))}
+
+
+def run_bench(bundle: str | Path, images: str | Path, n: int = 200, *, cold_runs: int = 3) -> dict:
+    """All the figures of the module docstring for ``bundle`` on the images under ``images``."""
+    from serving.engine.anomaly import AnomalyEngine
+    from serving.engine.backends import OrtBackend
+    from serving.gate.rules import GateRules
+    from serving.station.inspect import inspect
+    from serving.station.replay import replay_paths
+
+    paths = replay_paths(Path(images))
+    frames = []
+    for p in paths[: max(1, min(n, 50))]:
+        try:
+            frames.append((p, read_image(p)))
+        except LineguardError as exc:
+            print(f"skipped: {exc}", file=sys.stderr)
+    if not frames:
+        raise DatasetError(f"{images}: none of the images could be read")
+    cold = cold_start(bundle, frames[0][0], cold_runs) if cold_runs else {}
+
+    engine = AnomalyEngine.load(bundle)
+    engine.warmup()
+    m = engine.bundle.manifest
+    backbone = None
+    if m.bench.get("backbone"):
+        backbone = OrtBackend(engine.bundle.root / m.bench["backbone"], providers=engine.providers)
+    rules = GateRules().with_calibration(engine.thresholds.image, engine.thresholds.pixel)
+    whole, bb, stages = [], [], {}
+    x0 = engine.preprocess(frames[0][1])[1][None]
+    if backbone is not None:
+        backbone.run(x0)
+    for i in range(n):
+        path, img = frames[i % len(frames)]
+        t = time.perf_counter_ns()
+        insp = inspect(engine, rules, img, source=str(path))
+        whole.append((time.perf_counter_ns() - t) / 1e6)
+        for k, v in insp.latency_ms.items():
+            stages.setdefault(k, []).append(v)
+        if backbone is not None:
+            x = engine.preprocess(img)[1][None]
+            t = time.perf_counter_ns()
+            backbone.run(x)
+            bb.append((time.perf_counter_ns() - t) / 1e6)
+    p50, p99 = _pct(whole)
+    out = {"bundle": str(bundle), "bundle_version": m.bundle_version, "n": n, "batch": 1,
+           "providers": engine.providers, "threads": os.cpu_count(), "p50_ms": p50, "p99_ms": p99,
+           "stages": {k: dict(zip(("p50_ms", "p99_ms"), _pct(v))) for k, v in stages.items()},
+           "backbone_p50_ms": None, "backbone_p99_ms": None, "ratio_to_backbone": None, **cold}
+    if bb:
+        out["backbone_p50_ms"], out["backbone_p99_ms"] = _pct(bb)
+        out["ratio_to_backbone"] = p50 / out["backbone_p50_ms"]
+    else:
+        out["note"] = "no bench/backbone.onnx in this bundle (exported before it existed): re-export it"
+    return out
+
+
+def summary(r: dict) -> str:
+    """The figures for a person."""
+    lines = [f"{r['bundle_version']} on {r['providers'][0]}, batch 1, {r['n']} parts:",
+             f"  whole scoring path  p50 {r['p50_ms']:.1f} ms  p99 {r['p99_ms']:.1f} ms"]
+    if r["backbone_p50_ms"] is not None:
+        lines.append(f"  backbone alone      p50 {r['backbone_p50_ms']:.1f} ms  p99 {r['backbone_p99_ms']:.1f} ms  "
+                     f"(whole path = {r['ratio_to_backbone']:.2f}x the backbone)")
+    else:
+        lines.append(f"  backbone alone      -- {r['note']}")
+    for k, v in r["stages"].items():
+        lines.append(f"    {k:<12} p50 {v['p50_ms']:.1f} ms  p99 {v['p99_ms']:.1f} ms")
+    if "load_to_first_verdict_ms" in r:
+        lines.append(f"  cold start: bundle load -> first verdict {r['load_to_first_verdict_ms']:.0f} ms; "
+                     f"process spawn -> first verdict {r['process_to_first_verdict_ms']:.0f} ms")
+    return "\n".join(lines)
