@@ -35,8 +35,8 @@ def one(name: str, data: Path, params, out: Path) -> dict:
     export_bundle(bundle, params.export)
     m = evaluate(bundle, data, progress=False)
     return {"n_normals": r.n_enroll, "enroll_s": seconds, **{k: m[k] for k in (
-        "threshold", "frr_expected", "frr_interval", "frr", "frr_inside_interval", "escape_rate", "n_good", "n_defect",
-        "image_auroc")}}
+        "threshold", "frr_expected", "frr_interval", "frr", "frr_inside_interval", "frr_binomial_p", "escape_rate",
+        "n_good", "n_defect", "image_auroc")}}
 
 
 def main() -> int:
@@ -65,11 +65,12 @@ def main() -> int:
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}; "
           "default parameters (params.yaml; bottle with products/bottle.yaml), target FRR 1 %\n")
     print("| set | normals | threshold | expected FRR (95 % interval) | observed FRR on test goods | inside | "
-          "escape rate | image AUROC | enroll (s) |\n|---|---|---|---|---|---|---|---|---|")
+          "binomial p | escape rate | image AUROC | enroll (s) |\n|---|---|---|---|---|---|---|---|---|---|")
     for name, r in rows.items():
         lo, hi = r["frr_interval"]
         print(f"| {name} | {r['n_normals']} | {r['threshold']:.3f} | {r['frr_expected']:.1%} ({lo:.1%}–{hi:.1%}) | "
               f"{r['frr']:.1%} of {r['n_good']} | {'yes' if r['frr_inside_interval'] else 'no'} | "
+              f"{r['frr_binomial_p']:.2f} | "
               f"{r['escape_rate']:.1%} of {r['n_defect']} | {r['image_auroc']:.4f} | {r['enroll_s']:.1f} |")
     return 0
 

@@ -44,7 +44,7 @@ def _config(tmp: Path, bundle: str, images: str, port: int, rate: float, frames:
         "api": {"audit_log": str(tmp / "audit.jsonl")},
     }
     if detector:
-        classes = json.loads((Path(detector) / "manifest.json").read_text())["detector"]["classes"]
+        classes = json.loads((Path(detector) / "manifest.json").read_text())["class_names"]
         cfg.update(detector_bundle=detector, classes=classes)
     path = tmp / f"station-{rate}{'-det' if detector else ''}.yaml"
     path.write_text(yaml.safe_dump(cfg))

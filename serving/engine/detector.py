@@ -83,8 +83,8 @@ class DetectorEngine(InferenceEngine):
     def report_from(self, limits: dict[str, float]) -> None:
         """Report each class from the lower of the bundle's confidence and ``limits`` (the gate's
         ``class_confidence``): a station that lowers a class's limit must see the boxes above it."""
-        own = self.det.confidence
-        self.report = {c: min(own.get(c, 1.0), limits.get(c, 1.0)) for c in self.classes}
+        own, floor = self.det.confidence, min(self.det.confidence.values(), default=0.25)
+        self.report = {c: min(own.get(c, floor), limits.get(c, 1.0)) for c in self.classes}
         self.min_conf = min(self.report.values(), default=0.25)
 
     @classmethod
