@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from serving.engine.bundle import sha256_file
 from serving.errors import BundleError
 
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -45,14 +46,6 @@ def ort_cache_dir() -> Path | None:
     if v == "off":
         return None
     return Path(v) if v else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lineguard" / "ort"
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _machine_key() -> str:
@@ -93,7 +86,7 @@ class OrtBackend(Backend):
             cached = cache / f"{sha256[:32]}-{_machine_key()}.onnx"
             side = cached.with_suffix(".json")
             try:
-                if json.loads(side.read_text())["sha256"] == _file_sha256(cached):
+                if json.loads(side.read_text())["sha256"] == sha256_file(cached):
                     path = cached
                     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
             except (OSError, ValueError, KeyError):
@@ -109,7 +102,7 @@ class OrtBackend(Backend):
         self.session = ort.InferenceSession(str(path), sess_options=opts, providers=wanted)
         if fresh is not None and fresh.exists():
             try:  # the hash first, then the graph: a reader never sees a graph without its hash
-                cached.with_suffix(".json").write_text(json.dumps({"sha256": _file_sha256(fresh), "source": sha256}))
+                cached.with_suffix(".json").write_text(json.dumps({"sha256": sha256_file(fresh), "source": sha256}))
                 os.replace(fresh, cached)
             except OSError:
                 fresh.unlink(missing_ok=True)
