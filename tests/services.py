@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import typing
 import urllib.request
 from pathlib import Path
 
@@ -223,3 +224,61 @@ class CameraStream:
         self._signal(signal.SIGCONT)
         self._signal(signal.SIGKILL)
         self._thread.join(5)
+
+
+class S3Server(typing.NamedTuple):
+    endpoint: str  #: http://127.0.0.1:PORT
+    port: int
+    proc: subprocess.Popen  #: to freeze it (SIGSTOP) in a test
+
+
+@contextlib.contextmanager
+def s3_server(root: Path, bucket: str = "evidence"):
+    """moto's S3 API server (server mode, a real process) on 127.0.0.1 with ``bucket`` made; yields an
+    :class:`S3Server`.
+
+    The same server ``scripts/s3-server.sh`` starts by hand. moto accepts any credentials; its data lives in
+    the process, so a network cut is made with a :class:`Relay` in front of it, not by stopping it."""
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    with service(cmd, f"http://127.0.0.1:{port}/moto-api/", root / f"moto-{port}.log", timeout=60) as proc:
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/{bucket}", method="PUT")
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert r.status == 200, r.status
+        yield S3Server(f"http://127.0.0.1:{port}", port, proc)
+
+
+class Relay:
+    """A TCP relay process (tests/tools/tcp_relay.py) in front of a server: ``cut()`` stops it -- the link is
+    down, connections refused --, ``restore()`` starts it again on the same port."""
+
+    def __init__(self, target_port: int, log: Path) -> None:
+        self.target, self.log = target_port, log
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    def restore(self) -> "Relay":
+        script = Path(__file__).parent / "tools" / "tcp_relay.py"
+        with open(self.log, "a") as fh:
+            self.proc = subprocess.Popen([sys.executable, str(script), str(self.port), str(self.target)], stdout=fh,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"relay exited: {self.log.read_text()[-2000:]}")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                return self
+            time.sleep(0.05)
+        raise TimeoutError(f"relay not listening on {self.port}")
+
+    def cut(self) -> None:
+        if self.proc is not None:
+            stop(self.proc)
+            self.proc = None
+
+    def __enter__(self) -> "Relay":
+        return self.restore()
+
+    def __exit__(self, *exc) -> None:
+        self.cut()

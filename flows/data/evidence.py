@@ -1,7 +1,9 @@
-"""Read the evidence stations synced: ``<target>/<station_id>/records.jsonl`` on a folder, ``file://`` or ``s3://``.
+"""Read the evidence stations synced to a folder, ``file://`` or ``s3://``: one object per record,
+``<target>/<station_id>/records/<boot_id>/<seq>.json`` (rewritten whole when the record changes on the
+station), and the ``records.jsonl`` earlier stations appended to, where one is there.
 
-A record is appended again whenever it changes on the station (a later disposition, a pulse's outcome),
-so the last line of each (station, boot, sequence) wins. Encrypted pictures stay where they are: this
+In ``records.jsonl`` a record is appended again whenever it changes, so the last line of each
+(station, boot, sequence) wins, and a record object wins over the lines. Encrypted pictures stay where they are: this
 reads the records only.
 
 >>> df = load_records("s3://line-evidence", since=time.time() - 86400)   # doctest: +SKIP
@@ -18,6 +20,7 @@ import pandas as pd
 from serving.errors import ConfigError
 
 RECORDS = "records.jsonl"
+RECORD_DIR = "records"
 
 
 def storage_options(url: str) -> dict:
@@ -54,15 +57,21 @@ def load_records(url: str, *, station: str | None = None, since: float | None = 
         rows = []
         for st in stations:
             path = f"{root}/{st}/{RECORDS}"
-            if not fs.exists(path):
-                continue
-            with fs.open(path, "rt") as fh:
-                for line in fh:
-                    if line.strip():
-                        try:
-                            rows.append(json.loads(line))
-                        except json.JSONDecodeError:
-                            continue  # a line cut short by a lost connection: the next sync rewrites it
+            if fs.exists(path):
+                with fs.open(path, "rt") as fh:
+                    for line in fh:
+                        if line.strip():
+                            try:
+                                rows.append(json.loads(line))
+                            except json.JSONDecodeError:
+                                continue  # a line cut short by a lost connection: the next sync rewrites it
+            objects = f"{root}/{st}/{RECORD_DIR}"
+            paths = sorted(p for p in fs.find(objects) if p.endswith(".json")) if fs.isdir(objects) else []
+            for data in (fs.cat(paths).values() if paths else ()):  # fetched concurrently from S3
+                try:
+                    rows.append(json.loads(data))
+                except json.JSONDecodeError:
+                    continue  # not a record the station wrote (its objects are written whole)
     except (OSError, TimeoutError) as exc:
         raise ConfigError(f"evidence {url}: not reachable ({exc}); check the network or LINEGUARD_S3_ENDPOINT") from None
     df = pd.DataFrame(rows)

@@ -13,9 +13,19 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import stat
 from pathlib import Path
 
-from serving.errors import ConfigError
+from serving.errors import ConfigError, LineguardError
+
+
+class KeyRefused(ConfigError):
+    """The evidence key may not be used: other users can read it, or it is not the key the evidence was written
+    with. Unlike a missing key (the station runs on, without images), this stops the start."""
+
+
+class ImageUnreadable(LineguardError):
+    """A stored image cannot be read back: its file is gone, altered, or written under another key."""
 
 
 def generate_key(path: str | Path) -> Path:
@@ -28,12 +38,25 @@ def generate_key(path: str | Path) -> Path:
     return path
 
 
+def check_key_mode(path: Path) -> None:
+    """Refuse a key file that users other than its owner may read or write (:class:`KeyRefused` says how to fix it).
+
+    Refused rather than alarmed: a readable key undoes the encryption at rest for every other account on the
+    machine, and a writable one lets another account swap it; ``chmod 600`` is the whole fix."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise KeyRefused(f"evidence.key_file {path}: mode {mode:04o} lets other users read or replace the evidence key; "
+                         f"run `chmod 600 {path}` (if others could read it, consider the evidence exposed)")
+
+
 def load_key(path: str | Path) -> bytes:
-    """Read a 32-byte key (64 hex characters); :class:`ConfigError` says how to make one."""
+    """Read a 32-byte key (64 hex characters); :class:`ConfigError` says how to make one, :class:`KeyRefused` how
+    to fix its permissions."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"evidence.key_file {path}: not found; create one with `lineguard-station gen-key {path}` "
                           "and keep a copy off the station (without it the evidence cannot be read)")
+    check_key_mode(path)
     text = path.read_text().strip()
     try:
         key = bytes.fromhex(text)
@@ -74,8 +97,16 @@ class ImageVault:
         return len(blob)
 
     def read(self, name: str) -> bytes:
-        """Decrypt ``folder/name``; raises if the file was altered or written under another key."""
-        return self.decrypt(name, (self.folder / name).read_bytes())
+        """Decrypt ``folder/name``; :class:`ImageUnreadable` if it is gone, altered or written under another key."""
+        from cryptography.exceptions import InvalidTag
+
+        try:
+            return self.decrypt(name, (self.folder / name).read_bytes())
+        except FileNotFoundError:
+            raise ImageUnreadable(f"image {name}: its file is gone from the evidence folder") from None
+        except (InvalidTag, ValueError):
+            raise ImageUnreadable(f"image {name}: cannot be decrypted with this station's key (fingerprint "
+                                  f"{self.fingerprint}): it was altered, or written under another key") from None
 
     def decrypt(self, name: str, blob: bytes) -> bytes:
         """Decrypt the bytes of image file ``name`` read from anywhere (a sync target, a bucket)."""

@@ -1,10 +1,10 @@
 """Evidence out of the station for offline study: records and their pictures, decrypted, in plain files.
 
 Needs the evidence key (``evidence.key_file``): only someone who may read it -- an engineer -- can
-export. Writes ``records.jsonl`` and ``records.csv`` and, per record with pictures,
-``images/<seq>_crop.png`` and ``images/<seq>_overlay.png``. With a capture id, writes instead the parts an
-operator confirmed as normal, as ``good/<seq>.png`` ROI crops with ``capture.json`` beside them: the folder
-``lineguard recalibrate --normals`` reads.
+export. Writes ``records.jsonl`` and ``records.csv`` and, per record with pictures, ``images/<seq>_crop.png``,
+``images/<seq>_overlay.png`` and, for an explained FAIL, ``images/<seq>_explain.jpg``. With a capture id, writes
+instead the parts an operator confirmed as normal, as ``good/<seq>.png`` ROI crops with ``capture.json`` beside
+them: the folder ``lineguard recalibrate --normals`` reads.
 
 >>> export_evidence(cfg.evidence, cfg.station_id, "evidence-export", since=time.time() - 3600)   # doctest: +SKIP
 """
@@ -21,7 +21,7 @@ from serving.evidence.config import EvidenceConfig
 from serving.evidence.store import EvidenceStore
 
 CSV_FIELDS = ("id", "seq", "boot_id", "wall_time", "verdict", "rule", "score", "area_px", "disposition",
-              "disposition_class", "disposition_user", "bundle_version", "crop", "overlay")
+              "disposition_class", "disposition_user", "bundle_version", "crop", "overlay", "explain")
 
 
 def export_evidence(cfg: EvidenceConfig, station_id: str, out: str | Path, *, since: float | None = None,
@@ -48,18 +48,20 @@ def export_evidence(cfg: EvidenceConfig, station_id: str, out: str | Path, *, si
             table.writeheader()
             for r in rows:
                 files = {}
-                for kind, name in (("crop", r.crop_file), ("overlay", r.overlay_file)):
+                for kind, name, ext in (("crop", r.crop_file, "png"), ("overlay", r.overlay_file, "png"),
+                                        ("explain", r.explain_file, "jpg")):
                     if not name:
                         continue
                     try:
-                        target = out / "images" / f"{r.seq:08d}_{kind}.png"
+                        target = out / "images" / f"{r.seq:08d}_{kind}.{ext}"
                         target.write_bytes(store.read_image(name))
                         files[kind] = str(target.relative_to(out))
                         counts["images"] += 1
                     except Exception:  # noqa: BLE001 - a damaged or foreign file is listed, the export goes on
                         counts["unreadable_images"] += 1
                 jl.write(r.model_dump_json() + "\n")
-                table.writerow({**{k: getattr(r, k, None) for k in CSV_FIELDS if k not in ("crop", "overlay")}, **files})
+                pictures = ("crop", "overlay", "explain")
+                table.writerow({**{k: getattr(r, k, None) for k in CSV_FIELDS if k not in pictures}, **files})
                 counts["records"] += 1
     finally:
         store.close()

@@ -8,7 +8,7 @@ table has exactly the columns :func:`serving.evidence.record.columns` derives fr
 >>> import sqlite3
 >>> db = sqlite3.connect(":memory:")
 >>> migrate(db)
-(0, 4)
+(0, 6)
 """
 
 from __future__ import annotations
@@ -65,6 +65,13 @@ MIGRATIONS: list[tuple[int, str, tuple[str, ...]]] = [
     )),
     (4, "the defect class of each verdict (detector beside the anomaly model)", (
         "ALTER TABLE frames ADD COLUMN class_name TEXT",
+    )),
+    (5, "station facts beside the records: the evidence key's fingerprint, the highest sequence number issued", (
+        "CREATE TABLE IF NOT EXISTS station_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    )),
+    (6, "why a FAIL failed: its explanation and the side-by-side picture", (
+        "ALTER TABLE frames ADD COLUMN explain TEXT",
+        "ALTER TABLE frames ADD COLUMN explain_file TEXT",
     )),
 ]
 LATEST = MIGRATIONS[-1][0]

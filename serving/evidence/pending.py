@@ -10,7 +10,7 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
-from serving.evidence.record import InspectionRecord
+from serving.evidence.record import IMAGE_FIELDS, InspectionRecord
 
 PENDING_FILE = "pending.jsonl"
 
@@ -22,6 +22,7 @@ class PendingRecords:
         self.path, self.max_len = folder / PENDING_FILE, max_len
         self.items: deque[InspectionRecord] = deque()
         self.lost = 0
+        self.memory_only = 0  # queued records the file could not take (a full disk): gone if the station stops
         if self.path.exists():
             self.items.extend(InspectionRecord.model_validate_json(line)
                               for line in self.path.read_text().splitlines() if line.strip())
@@ -31,7 +32,7 @@ class PendingRecords:
 
     def image_names(self) -> set[str]:
         """Image files the queued records name (not orphans)."""
-        return {n for r in self.items for n in (r.crop_file, r.overlay_file) if n}
+        return {n for r in self.items for n in (getattr(r, f) for f in IMAGE_FIELDS) if n}
 
     def add(self, rec: InspectionRecord) -> None:
         """Queue ``rec`` (dropping, and counting, the oldest when full) and append it to the file."""
@@ -45,7 +46,7 @@ class PendingRecords:
                 fh.flush()
                 os.fsync(fh.fileno())
         except OSError:
-            pass  # the in-memory queue still holds it; the store's alarm says records are queued
+            self.memory_only += 1  # the in-memory queue still holds it; the store's alarm says so
 
     def drain(self, write: Callable[[InspectionRecord], object], errors: tuple[type[Exception], ...]) -> int:
         """Write queued records oldest first until one fails; return how many went. The file goes when empty."""
@@ -57,5 +58,7 @@ class PendingRecords:
                 return done
             self.items.popleft()
             done += 1
+            self.memory_only = min(self.memory_only, len(self.items))
         self.path.unlink(missing_ok=True)
+        self.memory_only = 0
         return done

@@ -22,10 +22,13 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from serving.explanation import Explanation
 from serving.gate.rules import Detection
 from serving.strict import StrictModel
 
-RECORD_VERSION = 4  #: bump with every field added; the store's migrations add the matching column
+RECORD_VERSION = 5  #: bump with every field added; the store's migrations add the matching column
+#: the record fields that name an encrypted image file of the part (retention, sync and sweeps handle them all)
+IMAGE_FIELDS = ("crop_file", "overlay_file", "explain_file")
 
 
 class ActuationOutcome(StrictModel):
@@ -67,8 +70,11 @@ class InspectionRecord(StrictModel):
     sharpness: float | None = None
     stability_index: float | None = Field(None, description="the station's Stability Index after this part")
     capture_id: str | None = Field(None, description="a recalibration capture this part is a candidate normal of")
+    explain: Explanation | None = Field(None, description="FAIL: the most anomalous region, the 3 normal patches it "
+                                                          "was compared with, the nearest enrolled normal")
     crop_file: str | None = None
     overlay_file: str | None = None
+    explain_file: str | None = Field(None, description="FAIL: heatmap | nearest normal | 3 normal patches (JPEG)")
     image_bytes: int = 0
     images_dropped: bool = False
     synced: bool = False

@@ -9,6 +9,11 @@ Nothing is dropped silently: a record the database refuses is kept in a queue
 counted (``write_failures``, ``pending``), and written as soon as the database takes it again --
 also after a restart.
 
+Records go ahead of images: ``min_free_mb`` of disk is kept free for records (a part's images are not
+written below it, and say so), and the alarm says what really happened to the record. One key per
+buffer: its fingerprint is kept in the database and another key is refused at start
+(:mod:`serving.evidence.keys`).
+
 >>> store = EvidenceStore(EvidenceConfig(dir="/tmp/ev", key_file="/tmp/ev.key"), Alarms(), "st1")  # doctest: +SKIP
 """
 
@@ -23,12 +28,16 @@ from pathlib import Path
 from serving.alarms import Alarms
 from serving.errors import ConfigError
 from serving.evidence.config import EvidenceConfig
-from serving.evidence.crypto import ImageVault, load_key
+from serving.evidence.crypto import ImageVault, KeyRefused, load_key
+from serving.evidence.keys import KeyFileWatch, check_fingerprint
+from serving.evidence.meta import SEQ_FLOOR, get_meta
 from serving.evidence.migrations import migrate
 from serving.evidence.pending import PendingRecords
-from serving.evidence.record import ActuationOutcome, InspectionRecord, columns, to_row
+from serving.evidence.record import IMAGE_FIELDS, ActuationOutcome, InspectionRecord, columns, to_row
+from serving.evidence.space import MB, Space
 
 DB_FILE = "evidence.db"
+RECORD_BYTES = 700  #: a record's JSON less its variable-length fields (reasons, latencies, boxes, fingerprint)
 
 
 class EvidenceStore:
@@ -39,81 +48,157 @@ class EvidenceStore:
         self.dir = Path(cfg.dir)
         self.img_dir = self.dir / "images"
         self.img_dir.mkdir(parents=True, exist_ok=True)
+        self.space = Space(self.dir, cfg.min_free_mb)
+        key, key_problem = None, None
         try:
-            self.vault: ImageVault | None = ImageVault(load_key(cfg.key_file), station_id, self.img_dir)
-            alarms.clear("evidence_key")
+            key = load_key(cfg.key_file)  # KeyRefused (readable by others) stops the start
+        except KeyRefused:
+            raise
         except ConfigError as exc:
-            self.vault = None  # inspection goes on; images are not stored in the clear
-            alarms.raise_("evidence_key", f"{exc}; images are not being recorded")
+            key_problem = exc
         self._lock = threading.Lock()
         self.db = sqlite3.connect(self.dir / DB_FILE, check_same_thread=False, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.migrated = migrate(self.db, backup_to=self.dir / DB_FILE)
         self.db.row_factory = sqlite3.Row
+        self.vault: ImageVault | None = None
+        self.key_watch: KeyFileWatch | None = None
+        if key is None:  # inspection goes on; images are not stored in the clear
+            alarms.raise_("evidence_key", f"{key_problem}; images are not being recorded")
+        else:
+            self.vault = ImageVault(key, station_id, self.img_dir)
+            try:
+                check_fingerprint(self.db, self.vault, cfg.key_file, str(self.dir), self._newest_images())
+            except KeyRefused:
+                self.db.close()
+                raise
+            self.key_watch = KeyFileWatch(cfg.key_file, self.vault.fingerprint, alarms)
+            alarms.clear("evidence_key")
         self._columns = list(columns())
         self._insert = (f"INSERT INTO frames ({', '.join(self._columns)}) "
                         f"VALUES ({', '.join(':' + c for c in self._columns)})")
         self.pending = PendingRecords(self.dir, cfg.max_pending)
         self.write_failures = 0
         self.dropped_unsynced_fail = 0
+        self.on_reserve = False  # the reserve file was given up for records (cleared when it is held again)
         self._sweep_files()
+        self.space.hold_reserve()
         self.flush_pending()
 
     # ------------------------------------------------------------------ start-up
+    def _newest_images(self) -> list[str]:
+        rows = self.db.execute(f"SELECT {', '.join(IMAGE_FIELDS)} FROM frames WHERE image_bytes>0 "
+                               "ORDER BY id DESC LIMIT 3").fetchall()
+        return [n for row in rows for n in row if n]
+
     def _sweep_files(self) -> None:
         for stray in self.img_dir.glob("*.tmp"):
             stray.unlink(missing_ok=True)
-        named = {n for row in self.db.execute("SELECT crop_file, overlay_file FROM frames") for n in row if n}
+        named = {n for row in self.db.execute(f"SELECT {', '.join(IMAGE_FIELDS)} FROM frames") for n in row if n}
         named |= self.pending.image_names()
         for orphan in self.img_dir.glob("*.bin"):
             if orphan.name not in named:
                 orphan.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ write
-    def _write_images(self, rec: InspectionRecord, crop_png: bytes | None, overlay_png: bytes | None) -> InspectionRecord:
-        if self.vault is None or not (crop_png or overlay_png):
-            return rec
+    def _write_images(self, rec: InspectionRecord, crop_png: bytes | None, overlay_png: bytes | None,
+                      explain_jpg: bytes | None = None) -> tuple[InspectionRecord, str | None]:
+        """(the record naming its written images, why they were not written or None)."""
+        if self.vault is None or not (crop_png or overlay_png or explain_jpg):
+            return rec, None
+        need = sum(len(d) + 64 for d in (crop_png, overlay_png, explain_jpg) if d)
+        room, free = self.space.room_for_images(need)
+        if not room:  # records ahead of images: the reserve stays for them
+            return rec.model_copy(update={"images_dropped": True}), (
+                f"disk nearly full: {free / MB:.1f} MB free, evidence.min_free_mb {self.cfg.min_free_mb:g} MB is kept "
+                "for records")
         stem = f"{rec.t_trigger_ns}_{rec.seq}"
         files, size = {}, 0
         try:
-            for field, data, suffix in (("crop_file", crop_png, "crop"), ("overlay_file", overlay_png, "overlay")):
+            for field, data, suffix in (("crop_file", crop_png, "crop"), ("overlay_file", overlay_png, "overlay"),
+                                        ("explain_file", explain_jpg, "explain")):
                 if data:
                     name = f"{stem}_{suffix}.bin"
-                    size += self.vault.write(name, data)
                     files[field] = name
-            self.alarms.clear("evidence_disk")
+                    size += self.vault.write(name, data)
         except OSError as exc:
-            self.alarms.raise_("evidence_disk", f"images of part {rec.seq} not written ({exc.strerror or exc}); "
-                                                "the record is kept without them")
-            return rec.model_copy(update={"images_dropped": True})
-        return rec.model_copy(update={**files, "image_bytes": size})
+            for name in files.values():  # a part's images are kept whole or not at all
+                (self.img_dir / name).unlink(missing_ok=True)
+                (self.img_dir / (name + ".tmp")).unlink(missing_ok=True)
+            return rec.model_copy(update={"images_dropped": True}), exc.strerror or str(exc)
+        return rec.model_copy(update={**files, "image_bytes": size}), None
 
-    def record(self, rec: InspectionRecord, crop_png: bytes | None = None, overlay_png: bytes | None = None) -> int | None:
+    def record(self, rec: InspectionRecord, crop_png: bytes | None = None, overlay_png: bytes | None = None,
+               explain_jpg: bytes | None = None) -> int | None:
         """Store one part's record (and its images, encrypted); return its row id, or None while it is queued."""
-        rec = self._write_images(rec, crop_png, overlay_png)
+        rec, image_problem = self._write_images(rec, crop_png, overlay_png, explain_jpg)
+        rid = None
         if self.pending:
             self.flush_pending()
         if not self.pending:
             try:
-                return self._insert_row(rec)
+                rid = self._insert_row(rec)
             except sqlite3.Error as exc:
                 self._queue(rec, exc)
-                return None
-        self._queue(rec, None)
-        return None
+        else:
+            self._queue(rec, None)
+        if image_problem is None:
+            if rec.image_bytes:
+                self.alarms.clear("evidence_disk")
+        elif rid is not None:
+            self.alarms.raise_("evidence_disk", f"images of part {rec.seq} not written ({image_problem}); its record "
+                                                "is stored without them")
+        else:
+            self.alarms.raise_("evidence_disk", f"images of part {rec.seq} not written ({image_problem}), and its "
+                                                f"record is not in the database either: {self._queue_state()}")
+        return rid
 
     def _insert_row(self, rec: InspectionRecord) -> int:
+        try:
+            return self._insert_now(rec)
+        except sqlite3.OperationalError as exc:
+            if "full" not in str(exc):
+                raise
+        # the disk is full: first the WAL gives its pages back, then the reserve file goes; until the housekeeper
+        # holds a reserve again each record is checkpointed, so it costs its few bytes in the database, not the
+        # ~20 KB of pages a WAL frame set takes
+        with self._lock, contextlib.suppress(sqlite3.Error):
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        with contextlib.suppress(sqlite3.OperationalError):
+            return self._insert_now(rec)
+        if not self.space.release_reserve():
+            raise sqlite3.OperationalError("database or disk is full (no reserve left: free disk space)")
+        self.on_reserve = True
+        self.alarms.raise_("evidence_reserve_used", "evidence disk full: the reserved space (evidence.min_free_mb) is "
+                                                    "now used for records; free disk space")
+        return self._insert_now(rec)
+
+    def _insert_now(self, rec: InspectionRecord) -> int:
         with self._lock:
-            return self.db.execute(self._insert, to_row(rec)).lastrowid
+            rid = self.db.execute(self._insert, to_row(rec)).lastrowid
+            if self.on_reserve:
+                with contextlib.suppress(sqlite3.Error):
+                    self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return rid
 
     def _queue(self, rec: InspectionRecord, exc: Exception | None) -> None:
         if exc is not None:
             self.write_failures += 1
         self.pending.add(rec)
-        lost = f"; {self.pending.lost} records LOST (queue full)" if self.pending.lost else ""
         self.alarms.raise_("evidence_db", f"evidence database not writable ({exc or 'earlier records queued'}); "
-                                          f"{len(self.pending)} records queued and retried{lost}")
+                                          f"{self._queue_state()}")
+
+    def _queue_state(self) -> str:
+        """What the queue holds, said as it is: on disk, in memory only, or lost."""
+        q = self.pending
+        text = f"{len(q)} records queued and retried"
+        if q.memory_only:
+            text += (f", {q.memory_only} of them in memory only ({q.path.name} cannot be written): they are lost if "
+                     "the station stops")
+        if q.lost:
+            text += f"; {q.lost} records LOST (queue full)"
+        return text
 
     def flush_pending(self) -> int:
         """Write queued records (oldest first); return how many went in."""
@@ -138,8 +223,32 @@ class EvidenceStore:
         return cur.rowcount == 1
 
     # ------------------------------------------------------------------ read
+    def next_seq(self) -> int:
+        """The first sequence number for a new run: above every number this buffer has issued, also those of
+        records retention has deleted and of records still queued (one number never names two parts)."""
+        with self._lock:
+            high = self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM frames").fetchone()[0]
+            floor = get_meta(self.db, SEQ_FLOOR)
+        queued = max((r.seq for r in self.pending.items), default=0)
+        return max(int(high), int(floor or 0), queued) + 1
+
+    def backlog(self) -> tuple[int, int, float | None]:
+        """(records not yet synced, their bytes -- images plus the record data, estimated --, the wall time of the
+        oldest unsynced change or None). Records still queued for the database count too."""
+        with self._lock:
+            n, img, data, oldest = self.db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(image_bytes), 0), COALESCE(SUM(LENGTH(reasons) + LENGTH(latency_ms) + "
+                "LENGTH(detections) + COALESCE(LENGTH(embedding), 0) + COALESCE(LENGTH(actuation), 0)), 0), "
+                "MIN(MAX(wall_time, COALESCE(disposition_time, 0))) FROM frames WHERE synced=0").fetchone()
+        queued = list(self.pending.items)
+        times = [t for t in (oldest, *(r.wall_time for r in queued)) if t is not None]
+        n_all = n + len(queued)
+        return n_all, int(img) + int(data) + RECORD_BYTES * n_all + sum(r.image_bytes for r in queued), \
+            (min(times) if times else None)
+
     def read_image(self, name: str) -> bytes:
-        """Decrypt one stored image (PNG bytes); raises if the file was altered."""
+        """Decrypt one stored image (PNG bytes); :class:`~serving.evidence.crypto.ImageUnreadable` if it is gone,
+        altered or written under another key."""
         if self.vault is None:
             raise ConfigError("evidence key missing: cannot decrypt")
         return self.vault.read(name)

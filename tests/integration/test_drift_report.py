@@ -28,8 +28,8 @@ def synced(tmp_path_factory, bundle_dir):
     station = Station(cfg).start()
     assert station.wait(60)
     deadline = time.monotonic() + 20
-    records = sync / cfg.station_id / "records.jsonl"
-    while time.monotonic() < deadline and (not records.exists() or len(records.read_text().splitlines()) < station.state.frames):
+    records = sync / cfg.station_id / "records"  # one object per record
+    while time.monotonic() < deadline and len(list(records.rglob("*.json"))) < station.state.frames:
         time.sleep(0.2)
     station.stop()
     return sync, station.state.frames

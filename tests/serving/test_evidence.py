@@ -92,9 +92,10 @@ def test_sync_copies_records_and_marks_them_and_reports_offline(tmp_path):
     dest = tmp_path / "remote"
     dest.mkdir()
     assert sync_evidence(ev, f"file://{dest}") == 3
-    lines = (dest / "st1" / "records.jsonl").read_text().splitlines()
-    assert [json.loads(x)["id"] for x in lines] == ids
+    objects = sorted((dest / "st1" / "records").rglob("*.json"))  # one object per record
+    assert sorted(json.loads(f.read_text())["id"] for f in objects) == ids
     assert len(list((dest / "st1" / "images").iterdir())) == 6 and ev.unsynced() == 0
+    assert len(list((dest / "st1" / "manifests").iterdir())) == 1  # one batch
 
 
 def test_missing_key_keeps_records_without_images_and_alarms(tmp_path):

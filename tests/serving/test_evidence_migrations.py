@@ -18,6 +18,7 @@ FIXTURE = ROOT / "tests" / "fixtures" / "evidence_v0"
 def open_copy(tmp_path):
     dst = tmp_path / "ev"
     shutil.copytree(FIXTURE, dst)
+    (dst / "evidence.key").chmod(0o600)  # git checks files out readable by all: a station refuses such a key
     return EvidenceStore(EvidenceConfig(dir=str(dst), key_file=str(dst / "evidence.key")), Alarms(), "legacy-line"), dst
 
 

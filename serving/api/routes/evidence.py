@@ -10,6 +10,7 @@ from fastapi.responses import Response
 from serving.api.schemas import RecordId
 from serving.api.deps import station
 from serving.errors import LineguardError
+from serving.evidence.crypto import ImageUnreadable
 
 router = APIRouter(tags=["evidence"])
 
@@ -32,5 +33,7 @@ def image(rid: RecordId, kind: Literal["crop", "overlay"], st=Depends(station)) 
         raise HTTPException(404, f"record {rid} has no {kind} image (PASS frames are sampled)")
     try:
         return Response(st.evidence.read_image(name), media_type="image/png")
-    except LineguardError as exc:
+    except ImageUnreadable as exc:  # gone, altered or under another key: it will not come back (not a 500)
+        raise HTTPException(410, f"record {rid}: {exc}") from None
+    except LineguardError as exc:  # no key on the station: may come back when the key is restored
         raise HTTPException(503, str(exc)) from None
