@@ -14,7 +14,7 @@ rm -f station-data/plc-edges.jsonl
 PLC_PID=$!
 trap 'kill $PLC_PID 2>/dev/null || true' EXIT
 for _ in $(seq 50); do grep -q listening station-data/plc-sim.log 2>/dev/null && break; sleep 0.1; done
-.venv/bin/lineguard-station run --config station.example.yaml --max-frames "${FRAMES:-40}" --exit-when-done "$@"
+.venv/bin/lineguard-station run --config station.example.yaml --demo --max-frames "${FRAMES:-40}" --exit-when-done "$@"
 .venv/bin/python - <<'PY'
 from serving.lineio.plcsim import read_edges
 edges = read_edges("station-data/plc-edges.jsonl")

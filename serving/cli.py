@@ -19,11 +19,22 @@ from serving.errors import exit_code  # noqa: E402
 
 def _verify(args: argparse.Namespace) -> int:
     from serving.engine.bundle import load_bundle
+    from serving.engine.signing import Trust
 
-    b = load_bundle(args.bundle)
+    if args.config:
+        from serving.config import load_config
+
+        trust = load_config(args.config).bundles.trust()
+    elif args.trusted_key:
+        trust = Trust.from_files(args.trusted_key, allow_unsigned=args.allow_unsigned)
+    else:
+        trust = None
+    b = load_bundle(args.bundle, trust=trust)
     m = b.manifest
-    print(f"OK {b.root}: {m.bundle_version} ({m.algorithm}/{m.backbone}), {len(m.files)} files verified, "
-          f"threshold {m.thresholds.image:.4g}, TensorRT: {'built' if m.tensorrt.built else 'no'}")
+    what = (f"threshold {m.thresholds.image:.4g}" if m.thresholds else f"classes {', '.join(m.class_names)}")
+    signed = b.signature.describe() if trust is not None else "signature not checked (pass --config or --trusted-key)"
+    print(f"OK {b.root}: {m.bundle_version} ({m.model_kind}, {m.algorithm}/{m.backbone}), {len(m.files)} files "
+          f"verified, {signed}, {what}, TensorRT: {'built' if m.tensorrt.built else 'no'}")
     return 0
 
 
@@ -77,6 +88,11 @@ def _run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)  # every config error ends here, before anything starts
     _apply_overrides(cfg, args)
+    if not args.no_api:
+        from serving.api.auth import refuse_demo_passwords
+
+        refuse_demo_passwords(cfg.api)  # before the engine loads: a line never runs on the demo passwords
+        check_tls(cfg.api)
     from serving.station.runtime import Station
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stdout)
@@ -95,7 +111,9 @@ def _run(args: argparse.Namespace) -> int:
     try:
         if not args.no_api:
             server = serve_api(station, cfg.api.host, cfg.api.port, wait=False)
-            print(f"operator page: http://{cfg.api.host}:{cfg.api.port}/", flush=True)
+            scheme = "https" if cfg.api.tls_cert else "http"
+            print(f"operator page: {scheme}://{cfg.api.host}:{cfg.api.port}/"
+                  + (" (DEMO: demo passwords allowed)" if cfg.api.demo else ""), flush=True)
         station.start()
         while not stop.is_set() and not station.wait(0.2):
             pass
@@ -117,21 +135,67 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_tls(api) -> None:
+    """The TLS certificate and key of ``api`` (an ``ApiConfig``) load together, or a ConfigError names the file;
+    a non-loopback address without TLS is warned about (passwords and tokens would cross the network in clear)."""
+    import ipaddress
+    import os
+    import ssl
+
+    from serving.errors import ConfigError
+
+    log = logging.getLogger("lineguard.api")
+    if api.tls_cert is None:
+        try:
+            loopback = ipaddress.ip_address(api.host).is_loopback
+        except ValueError:
+            loopback = api.host == "localhost"
+        if not loopback:
+            log.warning("api.host %s is reachable from the network without TLS: set api.tls_cert and api.tls_key "
+                        "(SECURITY.md)", api.host)
+        return
+    for name in ("tls_cert", "tls_key"):
+        path = getattr(api, name)
+        if not os.path.isfile(path):
+            raise ConfigError(f"api.{name} {path}: not found; point it at a PEM file (SECURITY.md, 'TLS')")
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(api.tls_cert, api.tls_key)
+    except (ssl.SSLError, ValueError) as exc:
+        raise ConfigError(f"api.tls_cert {api.tls_cert} / api.tls_key {api.tls_key}: cannot be used together "
+                          f"({exc}); give the PEM certificate and its own private key") from None
+    if os.stat(api.tls_key).st_mode & 0o077:
+        log.warning("api.tls_key %s is readable by other users: chmod 600 it", api.tls_key)
+
+
 def serve_api(station, host: str, port: int, *, wait: bool = True, timeout: float = 30.0):
     """Serve ``station``'s HTTP API (operator page, review, bundle...) from a background thread; return the uvicorn
-    server (set ``should_exit`` to stop it). With ``wait``, return once it accepts connections."""
+    server (set ``should_exit`` to stop it). With ``wait``, return once it accepts connections.
+
+    HTTPS when ``api.tls_cert``/``api.tls_key`` are set; connections capped at ``api.max_connections`` (503 past
+    it); the API's threads run at a lower CPU priority than inspection (Linux)."""
     import threading
 
     import uvicorn
 
     from serving.api import create_app
+    from serving.api.auth import lower_priority
 
-    server = uvicorn.Server(uvicorn.Config(create_app(station), host=host, port=port, log_level="warning"))
-    threading.Thread(target=server.run, name="api", daemon=True).start()
+    api = station.cfg.api
+    check_tls(api)
+    server = uvicorn.Server(uvicorn.Config(create_app(station), host=host, port=port, log_level="warning",
+                                           ssl_certfile=api.tls_cert, ssl_keyfile=api.tls_key,
+                                           limit_concurrency=api.max_connections, server_header=False))
+
+    def run() -> None:
+        lower_priority(5)  # inherited by the request threads it starts: a flood of requests yields to inspection
+        server.run()
+
+    thread = threading.Thread(target=run, name="api", daemon=True)
+    thread.start()
     deadline = time.monotonic() + timeout
     while wait and not server.started:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the station API did not start on {host}:{port} within {timeout:.0f} s")
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise TimeoutError(f"the station API did not start on {host}:{port} within {timeout:.0f} s (port in use?)")
         time.sleep(0.05)
     return server
 
@@ -150,6 +214,8 @@ def _apply_overrides(cfg, args: argparse.Namespace) -> None:
 
     if args.max_frames:
         cfg.max_frames = args.max_frames
+    if args.demo:
+        cfg.api.demo = True
     port = args.api_port or os.environ.get("LINEGUARD_API_PORT")
     if port:
         cfg.api.port = int(port)
@@ -206,7 +272,11 @@ def build_parser() -> argparse.ArgumentParser:
     """The station CLI's argument parser."""
     p = argparse.ArgumentParser(prog="lineguard-station", description="Lineguard station runtime")
     sub = p.add_subparsers(dest="command", required=True)
-    v = sub.add_parser("verify", help="verify an engine bundle's schema and hashes")
+    v = sub.add_parser("verify", help="verify an engine bundle: signature (signer), schema, paths and hashes")
+    v.add_argument("--config", help="check the signature against this station config's bundles.trusted_keys")
+    v.add_argument("--trusted-key", action="append", default=[], metavar="PUB",
+                   help="a trusted Ed25519 public key (repeatable), instead of --config")
+    v.add_argument("--allow-unsigned", action="store_true", help="with --trusted-key: accept an unsigned bundle")
     v.add_argument("bundle", help="bundle folder")
     v.set_defaults(func=_verify)
     r = sub.add_parser("replay", help="score a folder of images and print a PASS/FAIL table")
@@ -232,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--exit-when-done", action="store_true", help="exit when a replay ends")
     s.add_argument("--api-port", type=int, help="operator page / API port (or LINEGUARD_API_PORT)")
     s.add_argument("--plc", help="PLC address host:port (or LINEGUARD_PLC), overriding actuator.modbus")
+    s.add_argument("--demo", action="store_true", help="a demo station: allow the demo passwords (api.demo); the "
+                                                       "page says DEMO")
     s.set_defaults(func=_run)
     e = sub.add_parser("export-evidence", help="records and decrypted pictures for offline study (needs the key)")
     e.add_argument("--config", required=True, help="the station's config (where its evidence and key are)")

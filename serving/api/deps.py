@@ -12,8 +12,8 @@ from fastapi import Depends, HTTPException, Request
 from serving.api.auth import Session, allowed
 
 #: (method, path) pairs reachable without a token; everything else needs one
-PUBLIC = frozenset({("GET", "/"), ("GET", "/static/{name}"), ("GET", "/healthz"), ("GET", "/metrics"),
-                    ("POST", "/api/login")})
+PUBLIC = frozenset({("GET", "/"), ("GET", "/setup"), ("GET", "/static/{name}"), ("GET", "/healthz"),
+                    ("GET", "/metrics"), ("POST", "/api/login")})
 
 
 def authenticate(request: Request) -> None:
@@ -46,6 +46,7 @@ def require(role: str):
         if not allowed(s.role, role):
             raise HTTPException(403, f"'{s.user}' is {s.role}; this needs the {role} role")
         return s
+    check.role = role  # what a route needs, readable from its dependencies (the API's own tests list them)
     return check
 
 

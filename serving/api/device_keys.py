@@ -24,6 +24,8 @@ import threading
 import time
 from pathlib import Path
 
+from serving.errors import ConfigError
+
 SCOPES = ("trigger",)
 
 
@@ -37,7 +39,11 @@ class DeviceKeys:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        self._keys: dict[str, dict] = json.loads(self.path.read_text()) if self.path.exists() else {}
+        try:
+            self._keys: dict[str, dict] = json.loads(self.path.read_text()) if self.path.exists() else {}
+        except (ValueError, OSError) as exc:
+            raise ConfigError(f"api.device_keys {self.path}: cannot be read ({exc}); restore it from a backup, or "
+                              "delete it and create the devices' keys again") from None
 
     def _save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

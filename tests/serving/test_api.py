@@ -106,7 +106,7 @@ def test_roles_gate_changes_and_malformed_requests(client, station):
 def test_every_route_needs_a_token_except_a_short_public_list(client):
     from serving.api.deps import PUBLIC
 
-    assert len(PUBLIC) <= 5
+    assert len(PUBLIC) <= 6  # two pages (operator, setup), their assets, liveness, metrics, login
     routes = {(m.upper(), path) for path, ops in client.get("/openapi.json").json()["paths"].items() for m in ops}
     checked = 0
     for method, path in sorted(routes):
