@@ -3,8 +3,11 @@
 **Push.** Parts an operator confirmed as defects (from the evidence the stations synced) become tasks in
 a project whose rectangle labels are the product's classes. Each task is *pre-annotated*: a prediction
 with one box per connected component of the anomaly map above the bundle's pixel threshold, labelled
-with the operator's class, scored with the anomaly score. Images are decrypted with the evidence key
-into the label store and served by Label Studio's Local Files storage. Tasks carry the part's
+with the operator's class, scored with the anomaly score. Beside the part, the labeler sees why the station
+rejected it: the station's side-by-side picture (heatmap | nearest normal | the 3 normal patches it was compared
+with; re-made at push from the bundle for a part the station did not explain, e.g. a borderline PASS confirmed as
+a defect). Images are decrypted with the evidence key into the label store and served by Label Studio's Local
+Files storage. Tasks carry the part's
 identity (``ext_id`` = station/boot/seq) in their data, so a re-push finds them and creates no
 duplicates. When Label Studio cannot be reached the tasks stay in a queue on disk, retried at every
 push, and the store's state says since when it has been unreachable.
@@ -36,6 +39,7 @@ from flows.labels.store import (LabelStore, _remove, counts, is_part_id,  # noqa
 from serving.errors import ConfigError, LineguardError
 
 FROM_NAME, TO_NAME = "label", "image"
+EXPLAIN_NAME = "explain"  #: the task's second picture: why the station rejected the part (not labelled)
 
 
 class LabelStudioUnreachable(LineguardError):
@@ -46,7 +50,10 @@ def label_config(classes: list[str]) -> str:
     """A rectangle-labeling project for ``classes``."""
     labels = "".join(f'<Label value="{c}"/>' for c in classes)
     return (f'<View><Image name="{TO_NAME}" value="$image"/>'
-            f'<RectangleLabels name="{FROM_NAME}" toName="{TO_NAME}">{labels}</RectangleLabels></View>')
+            f'<RectangleLabels name="{FROM_NAME}" toName="{TO_NAME}">{labels}</RectangleLabels>'
+            '<Header value="Why the station rejected it: heatmap | nearest normal | the normal patches it was '
+            'compared with"/>'
+            f'<Image name="{EXPLAIN_NAME}" value="${EXPLAIN_NAME}"/></View>')
 
 
 @dataclass
@@ -79,14 +86,16 @@ def anomaly_boxes(amap: np.ndarray, pixel_threshold: float, width: int, height: 
     return [(float(x), float(y), float(w), float(h)) for x, y, w, h, area in stats[1:] if area >= 16]
 
 
-def _task(ext_id: str, image_rel: str, width: int, height: int, boxes, cls: str, score: float, version: str) -> dict:
+def _task(ext_id: str, image_rel: str, width: int, height: int, boxes, cls: str, score: float, version: str,
+          explain_rel: str = "", explain_from: str = "") -> dict:
     result = [{"id": hashlib.sha1(f"{ext_id}/{i}".encode()).hexdigest()[:10], "from_name": FROM_NAME, "to_name": TO_NAME,
                "type": "rectanglelabels", "original_width": width, "original_height": height, "image_rotation": 0,
                "value": {"x": 100 * x / width, "y": 100 * y / height, "width": 100 * w / width,
                          "height": 100 * h / height, "rotation": 0, "rectanglelabels": [cls]}, "score": score}
               for i, (x, y, w, h) in enumerate(boxes)]
-    return {"data": {"image": f"/data/local-files/?d={image_rel}", "ext_id": ext_id},
-            "meta": {"source": "lineguard"},
+    explain = f"/data/local-files/?d={explain_rel}" if explain_rel else ""  # "": no picture (the key must be there)
+    return {"data": {"image": f"/data/local-files/?d={image_rel}", EXPLAIN_NAME: explain, "ext_id": ext_id},
+            "meta": {"source": "lineguard", "explain": explain_from},
             "predictions": [{"model_version": version, "score": score, "result": result}]}
 
 
@@ -149,10 +158,45 @@ def defect_tasks(evidence: str, key_file: str | Path, bundle: str | Path, store:
         except ValueError:
             raise ConfigError(f"label store {store.root} is outside Label Studio's Local Files root {files_root}; "
                               "keep the store under it (the project's server serves data/)") from None
+        explain_jpg, explain_from = _explain_picture(r, root, key, engine, img, res, ext_id, problems)
+        explain_rel = ""
+        if explain_jpg:  # beside the part's picture: served by the same Local Files storage, never made a task
+            explain_path = path.with_name(f"{LabelStore.key(ext_id)}.explain.jpg")
+            explain_path.write_bytes(explain_jpg)
+            explain_rel = str(explain_path.resolve().relative_to(Path(files_root).resolve()))
         boxes = anomaly_boxes(res.anomaly_map, pix, img.shape[1], img.shape[0]) or [(0.0, 0.0, img.shape[1], img.shape[0])]
         tasks.append(_task(ext_id, rel, img.shape[1], img.shape[0], boxes, cls, round(float(r.score), 4),
-                           engine.bundle.manifest.bundle_version))
+                           engine.bundle.manifest.bundle_version, explain_rel, explain_from))
     return tasks, problems
+
+
+def _explain_picture(r, root: str, key: bytes, engine, img: np.ndarray, res, ext_id: str,
+                     problems: list[str]) -> tuple[bytes | None, str]:
+    """(JPEG, where it came from) of why the station rejected the part: the station's own picture when it synced
+    one, else made now from ``engine``'s bundle; (None, "") when neither can be had (the problem is listed)."""
+    import fsspec
+
+    from flows.data.evidence import storage_options
+    from serving.engine.explain import encode_jpeg
+    from serving.engine.preprocess import heatmap_overlay
+    from serving.evidence.crypto import ImageVault
+
+    name = getattr(r, "explain_file", None)
+    if isinstance(name, str) and name:
+        try:
+            with fsspec.open(f"{root}/{r.station_id}/images/{name}", "rb", **storage_options(root)) as fh:
+                return ImageVault(key, r.station_id, Path(".")).decrypt(name, fh.read()), "station"
+        except Exception as exc:  # noqa: BLE001 - made again below; the part is not left out for it
+            problems.append(f"{ext_id}: the station's explanation picture {name} could not be read or decrypted "
+                            f"({type(exc).__name__}); made again from the bundle")
+    pix = engine.thresholds.pixel
+    try:
+        ex = engine.explainer
+        picture, _ = ex.render(heatmap_overlay(img, res.anomaly_map, pix), ex.explain(res, pix))
+        return encode_jpeg(picture), f"push: {engine.bundle.manifest.bundle_version}"
+    except Exception as exc:  # noqa: BLE001 - the task goes without it rather than not at all
+        problems.append(f"{ext_id}: no explanation picture ({type(exc).__name__}: {exc}); the task goes without it")
+        return None, ""
 
 
 def client(info: ServerInfo):
@@ -233,6 +277,7 @@ def push(store: LabelStore, tasks: list[dict], info: ServerInfo, title: str, cla
             live = _live_tasks(ls, pid)
             todo = []
             for t in store.state["queue"]:
+                t["data"].setdefault(EXPLAIN_NAME, "")  # queued before tasks carried it; the config asks for it
                 ext = t["data"]["ext_id"]
                 if ext in live:  # pushed before (or by another run): no duplicate
                     store.state["tasks"][ext] = live[ext].id

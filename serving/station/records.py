@@ -14,9 +14,11 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from serving.engine.explain import encode_jpeg, panel
 from serving.engine.preprocess import Roi, crop_roi, heatmap_overlay, resize
 from serving.errors import ImageError
 from serving.evidence.record import ActuationOutcome, InspectionRecord
+from serving.explanation import Explanation
 from serving.evidence.store import EvidenceStore
 from serving.images import to_rgb
 from serving.lineio.actuation.pulses import PulseReport
@@ -48,7 +50,8 @@ class PartView:
 
     Kept for the last part in memory (the page shows every verdict with its own part) and written, as PNGs,
     into the evidence of the parts that are kept. Cropping and rendering happen only when asked, off the
-    per-part path for parts nobody looks at.
+    per-part path for parts nobody looks at. A FAIL is also explained (:meth:`explain`): its side-by-side
+    picture is kept here for the live page and written, as a JPEG, into its evidence.
     """
 
     image: np.ndarray
@@ -58,6 +61,8 @@ class PartView:
     pixel_threshold: float
     max_px: int
     detections: tuple = ()
+    explanation: Explanation | None = None
+    explain_picture: np.ndarray | None = None
 
     @classmethod
     def of(cls, image: np.ndarray | None, insp: Inspection, roi: Roi | None, pixel_threshold: float,
@@ -80,7 +85,12 @@ class PartView:
         return crop
 
     def overlay(self) -> np.ndarray:
-        """The heatmap over the crop, at the crop's resolution, with the detector's boxes and classes."""
+        """The heatmap over the crop, at the crop's resolution, with the detector's boxes and classes (rendered
+        once: the evidence, the explanation and the live page share it; callers do not draw on it)."""
+        return self._overlay
+
+    @functools.cached_property
+    def _overlay(self) -> np.ndarray:
         out = heatmap_overlay(self.crop, self.anomaly_map, self.pixel_threshold)
         if self.detections:
             ox, oy = (self.roi.x, self.roi.y) if self.roi else (0, 0)
@@ -98,6 +108,28 @@ class PartView:
         """``crop`` or ``overlay`` as PNG bytes."""
         return _png(self.crop if kind == "crop" else self.overlay())
 
+    def explain(self, engine, result) -> tuple[Explanation | None, bytes | None]:
+        """Explain this part with ``engine``'s bundle (region, 3 normal patches, nearest normal) and render its
+        picture: (explanation, picture as JPEG), both also kept here for the live page. (None, None) when it
+        cannot be explained -- logged; the record is kept all the same."""
+        try:
+            explainer = engine.explainer
+            why = explainer.explain(result, self.pixel_threshold)
+            picture, why = explainer.render(self.overlay(), why)
+            data = encode_jpeg(picture)
+        except Exception as exc:  # noqa: BLE001 - an explanation is never worth a part's record
+            _warn_once(f"parts cannot be explained with bundle {engine.bundle.manifest.bundle_version}: "
+                       f"{type(exc).__name__}: {exc}")
+            return None, None
+        self.explanation, self.explain_picture = why, picture
+        return why, data
+
+    def explain_jpeg(self, name: str) -> bytes:
+        """A panel of this part's explanation picture as JPEG (``LookupError`` when it has none)."""
+        if self.explain_picture is None or self.explanation is None:
+            raise LookupError("this part has no explanation (only FAIL parts are explained)")
+        return encode_jpeg(panel(self.explain_picture, self.explanation, name))
+
     def pngs(self) -> tuple[bytes | None, bytes | None]:
         """(crop PNG, overlay PNG); (None, None) if rendering fails -- the record is kept all the same."""
         try:
@@ -105,6 +137,16 @@ class PartView:
         except Exception:  # noqa: BLE001 - never lose the record over its picture
             log.exception("evidence images could not be rendered")
             return None, None
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """Log a problem once per station run, not once per part."""
+    if message not in _warned and len(_warned) < 100:
+        _warned.add(message)
+        log.warning("%s", message)
 
 
 def log_part(rec: InspectionRecord) -> None:

@@ -104,6 +104,41 @@ def test_push_pre_annotates_and_a_re_push_makes_no_duplicate(home, synced, bundl
     assert len(list(ls.tasks.list(project=project.id, fields="task_only"))) == n
 
 
+def test_each_task_shows_why_the_station_rejected_the_part(home, synced, bundle_dir, capsys):
+    """The task carries the station's own explanation picture (heatmap | nearest normal | 3 normal patches) as a
+    second image the labeler sees; the rectangle labels stay on the part's picture."""
+    from flows.data.evidence import load_records
+    from serving.evidence.crypto import ImageVault, load_key
+
+    sync, key, _ = synced
+    code, out = cli("labels", "push", "--evidence", str(sync), "--key", str(key), "--bundle", str(bundle_dir), "--json",
+                    capsys=capsys)
+    assert code == 0, out.err
+    ls = ls_client(home[1])
+    project = next(p for p in ls.projects.list() if p.title == "lineguard-elpv-test")
+    assert '<Image name="explain" value="$explain"/>' in project.label_config
+    assert 'toName="image"' in project.label_config  # the boxes are still drawn on the part
+    records = load_records(str(sync))
+    vault = ImageVault(load_key(key), "test-line", Path("."))
+    from_station = 0
+    for task in ls.tasks.list(project=project.id, fields="all"):
+        station, boot, seq = task.data["ext_id"].split("/")
+        rec = records[(records["boot_id"] == boot) & (records["seq"] == int(seq))].iloc[0]
+        req = urllib.request.Request(home[1]["url"] + task.data["explain"],
+                                     headers={"Authorization": f"Token {home[1]['token']}"})
+        with urllib.request.urlopen(req) as r:  # served by the same Local Files storage as the part
+            served = r.read()
+        assert served[:3] == b"\xff\xd8\xff"  # a JPEG
+        if isinstance(rec.get("explain_file"), str):  # the station explained it: that very picture
+            name = rec["explain_file"]
+            assert served == vault.decrypt(name, (sync / station / "images" / name).read_bytes())
+            assert task.meta["explain"] == "station"
+            from_station += 1
+        else:  # a fail-safe reject has no map of its own at the station: made at push from the bundle
+            assert task.meta["explain"].startswith("push: ")
+    assert from_station >= 1
+
+
 def _submit(ls, task, result):
     """What the labeling page does on Submit: POST /api/tasks/:id/annotations with the edited regions."""
     return ls.annotations.create(id=task.id, result=result, lead_time=8.0, was_cancelled=False, ground_truth=False,

@@ -45,10 +45,13 @@ function chip(el, state) { el.className = "chip " + state; }
 async function tick() {
   let s; try { s = await api("/api/state"); } catch (e) { return; }
   $("station").textContent = s.station_id; $("bundle").textContent = s.bundle_version;
+  $("signer").textContent = typeof s.bundle_signer === "string" && s.bundle_signer ? "signed by " + s.bundle_signer : "";
+  $("demo").hidden = s.demo !== true; $("unsigned").hidden = s.bundle_unsigned !== true;
   $("who").textContent = s.user + " (" + s.role + ")";
+  $("setupLink").hidden = s.role !== "engineer";
   chip($("plc"), s.actuator_kind === "none" ? "" : (s.plc_connected ? "ok" : "bad"));
   chip($("cam"), s.alarms.some(a => a.name === "camera") ? "bad" : "ok");
-  chip($("net"), !s.sync_configured ? "" : (s.online ? "ok" : "warn"));
+  renderSync(s);
   const banner = $("banner"), stop = s.status_level === "stop";
   banner.hidden = s.status_level === "ok"; banner.textContent = s.status_text;
   banner.className = s.status_level === "warn" ? "warn" : "";
@@ -68,12 +71,74 @@ async function tick() {
       $("crop").alt = $("heat").alt = "part #" + s.last.seq + " at " + t;
       if (s.last.has_view) { image($("crop"), "/api/live/crop.png?seq=" + s.last.seq); image($("heat"), "/api/live/overlay.png?seq=" + s.last.seq); }
       else { $("crop").removeAttribute("src"); $("heat").removeAttribute("src"); }
+      renderLiveWhy(s.last);
     }
   }
   renderStability(s.stability);
   lastState = s; renderCapStart();
   renderAlarms(s.alarms);
   $("resetStop").hidden = !s.stop_line;
+}
+
+// ------------------------------------------------------------ sync backlog (fields absent on older stations)
+function renderSync(s) {
+  const net = $("net"), box = $("backlog"), y = s.sync;
+  if (!y || typeof y !== "object") {
+    chip(net, !s.sync_configured ? "" : (s.online ? "ok" : "warn")); net.textContent = "sync";
+    box.textContent = ""; box.title = ""; return;
+  }
+  if (!y.target) { chip(net, ""); net.textContent = "no sync"; box.textContent = ""; box.title = ""; return; }
+  chip(net, y.online ? "ok" : "warn"); net.textContent = y.online ? "sync online" : "sync OFFLINE";
+  const n = Number(y.backlog_records) || 0;
+  box.textContent = "backlog " + n + (n ? " · " + size(y.backlog_bytes) + (y.oldest_unsynced_age_s == null ? "" :
+    " · oldest " + age(y.oldest_unsynced_age_s)) : "");
+  box.className = y.online ? "dim" : "offline";
+  const last = y.last_sync_at == null ? null : new Date(typeof y.last_sync_at === "number" ? y.last_sync_at * 1000 : y.last_sync_at);
+  box.title = "to " + y.target + " · last sync " + (last && !isNaN(last) ? last.toLocaleString() : "never");
+}
+
+function size(b) {
+  b = Number(b) || 0;
+  return b < 1024 ? b + " B" : b < 1048576 ? (b / 1024).toFixed(0) + " kB" : b < 1073741824 ? (b / 1048576).toFixed(1) + " MB" : (b / 1073741824).toFixed(2) + " GB";
+}
+
+function age(s) {
+  s = Number(s) || 0;
+  return s < 90 ? Math.round(s) + " s" : s < 5400 ? Math.round(s / 60) + " min" : s < 172800 ? (s / 3600).toFixed(1) + " h" : (s / 86400).toFixed(1) + " d";
+}
+
+// ------------------------------------------------------------ why a FAIL failed (heatmap | nearest normal | 3 patches)
+function nearestText(why) {
+  const n = why.nearest;
+  return n ? "nearest normal: " + n.file + (n.how === "best_patch" ? " (of the best patch)" : "") : "no nearest normal";
+}
+
+function patchesText(why) {
+  if (!why.patches.length) return why.note || "no normal patches";
+  return "its " + why.patches.length + " normal patches: " + why.patches.map(p => p.rank + " " + p.normal_file).join(" · ");
+}
+
+function renderLiveWhy(last) {
+  const why = last.verdict === "FAIL" && last.has_view && last.explain ? last.explain : null;
+  $("pics").classList.toggle("explain", !!why);
+  $("fNormal").hidden = $("fPatches").hidden = !why;
+  if (!why) { $("normal").removeAttribute("src"); $("patches").removeAttribute("src"); return; }
+  $("normalCap").textContent = nearestText(why); $("patchesCap").textContent = patchesText(why);
+  $("normal").alt = nearestText(why) + " (part #" + last.seq + ")"; $("patches").alt = patchesText(why);
+  image($("normal"), "/api/explain/live/normal.jpg?seq=" + last.seq);
+  image($("patches"), "/api/explain/live/patches.jpg?seq=" + last.seq);
+}
+
+async function renderReviewWhy(it) {
+  let why = null;
+  if (it.verdict === "FAIL") { try { why = await api("/api/explain/" + it.id); } catch (e) { why = null; } }
+  if (items[sel] !== it) return;  // the operator moved on meanwhile
+  $("preview").classList.toggle("explain", !!why);
+  $("pnormal").hidden = $("ppatches").hidden = $("pwhy").hidden = !why;
+  if (!why) { $("pnormal").removeAttribute("src"); $("ppatches").removeAttribute("src"); $("pwhy").textContent = ""; return; }
+  $("pwhy").textContent = nearestText(why) + " · " + patchesText(why);
+  $("pnormal").alt = nearestText(why); $("ppatches").alt = patchesText(why);
+  image($("pnormal"), "/api/explain/" + it.id + "/normal.jpg"); image($("ppatches"), "/api/explain/" + it.id + "/patches.jpg");
 }
 
 function renderStability(st) {
@@ -151,6 +216,7 @@ function highlight() {
   $("pcap").textContent = "part #" + it.seq + " · " + new Date(it.wall_time * 1000).toLocaleTimeString() + " · " +
     it.verdict + " · score " + it.score.toFixed(3) + " · " + it.kind;
   image($("pcrop"), "/api/evidence/" + it.id + "/crop.png"); image($("pheat"), "/api/evidence/" + it.id + "/overlay.png");
+  renderReviewWhy(it);
 }
 
 async function decide(disposition) {
