@@ -107,6 +107,8 @@ class ExportParams(StrictModel):
     parity_images: int = Field(8, gt=0)
     tensorrt_precision: Literal["fp16", "fp32"] = "fp16"
     thumbnail_px: int = Field(128, ge=16)
+    signing_key: str | None = Field("keys/pipeline.key", description="Ed25519 key that signs every bundle "
+                                    "(`lineguard keys create`); relative to the project folder; null: unsigned")
 
 
 class TrackingParams(StrictModel):

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
 from serving.errors import ConfigError
 from serving.drift.stability import StabilityConfig
+from serving.engine.config import BundleConfig
 from serving.evidence.config import EvidenceConfig
 from serving.gate.rules import GateRules
 from serving.lineio.actuation.config import ActuatorConfig
@@ -34,16 +35,46 @@ class UserConfig(StrictModel):
 
 
 class ApiConfig(StrictModel):
-    """The operator page and API."""
+    """The operator page and API (limits and keys: SECURITY.md)."""
 
-    host: str = "127.0.0.1"
+    host: str = Field("127.0.0.1", description="address to listen on: loopback only unless set (then use TLS)")
     port: int = Field(8000, gt=0, lt=65536)
     users: dict[str, UserConfig] = {}
-    session_hours: float = Field(12.0, gt=0)
+    demo: bool = Field(False, description="a demo station: the shipped demo passwords are allowed and the page says "
+                                          "DEMO; without it the station refuses to start with them")
+    session_hours: float = Field(12.0, gt=0, le=24 * 30)
     audit_log: str = "station-data/audit.jsonl"
+    audit_key: str | None = Field(None, description="HMAC key of the audit chain, created 0600 on the first start "
+                                                    "(default: audit.key beside the log); keep a copy off the station")
+    audit_head: str | None = Field(None, description="the chain's last index and MAC, kept apart from the log "
+                                                     "(default: audit.head beside it)")
+    gate_overrides: str | None = Field(None, description="gate changes made through the API, kept across restarts "
+                                                         "(default: gate-overrides.json beside the audit log)")
     device_keys: str = Field("station-data/device-keys.json", description="hashed per-device API keys (HTTP "
                                                                           "trigger), managed by engineers")
     review_size: int = Field(5, ge=3, le=5)
+    tls_cert: str | None = Field(None, description="PEM certificate (chain): serve HTTPS; needs tls_key")
+    tls_key: str | None = Field(None, description="PEM private key of tls_cert (mode 600)")
+    max_body_kb: int = Field(1024, ge=1, le=1024 * 1024, description="largest request body but a bundle upload "
+                                                                     "(bundles.max_upload_mb); more gets 413")
+    login_per_minute: float = Field(10.0, gt=0, description="login attempts per client address per minute (as a "
+                                                            "burst too); more get 429 before any password is hashed")
+    logins_per_second: float = Field(2.0, gt=0, description="login attempts per second from all addresses together")
+    login_lockout_s: float = Field(300.0, gt=0, description="the longest wait repeated failed logins of one user "
+                                                           "impose (doubling from the fourth failure)")
+    max_connections: int = Field(64, ge=4, description="concurrent connections and requests; more get 503")
+    worker_threads: int = Field(8, ge=2, le=64, description="threads serving blocking requests")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> "ApiConfig":
+        if (self.tls_cert is None) != (self.tls_key is None):
+            missing = "tls_key" if self.tls_key is None else "tls_cert"
+            raise field_error(missing, "TLS needs both tls_cert and tls_key (PEM files); set both or neither", None)
+        return self
+
+    def beside_log(self, value: str | None, name: str) -> str:
+        """``value``, or the file ``name`` in the audit log's folder."""
+        return value or str(Path(self.audit_log).with_name(name))
 
 
 class StationConfig(StrictModel):
@@ -53,6 +84,7 @@ class StationConfig(StrictModel):
                             description="letters, digits, '.', '_' or '-': it names the station's folder in the sync")
     bundle: str
     detector_bundle: str | None = Field(None, description="a YOLO detector bundle run beside the anomaly model")
+    bundles: BundleConfig = Field(description="trusted signing keys and the store of deployed versions")
     classes: list[str] = Field([], description="the product's defect classes: the operator's quick tags; a "
                                               "detector bundle must name only these")
     source: SourceConfig
@@ -63,6 +95,12 @@ class StationConfig(StrictModel):
     api: ApiConfig = ApiConfig()
     stability: StabilityConfig = StabilityConfig()
     max_frames: int | None = Field(None, ge=1, description="stop after this many frames (replay, tests)")
+    _file: Path | None = PrivateAttr(None)  # set by load_config: where setup mode writes a saved ROI
+
+    @property
+    def source_file(self) -> Path | None:
+        """The YAML file this config was read from (None when it was built in code)."""
+        return self._file
 
     @model_validator(mode="after")
     def _timing_holds(self) -> "StationConfig":
@@ -125,12 +163,17 @@ def parse_config(data: dict, *, source: str = "config", base: Path | None = None
 
         cfg.bundle = rel(cfg.bundle)
         cfg.detector_bundle = rel(cfg.detector_bundle)
+        cfg.bundles.trusted_keys = [rel(k) for k in cfg.bundles.trusted_keys]
+        cfg.bundles.store = rel(cfg.bundles.store)
         cfg.source.path = rel(cfg.source.path)
         cfg.evidence.dir = rel(cfg.evidence.dir)
         cfg.evidence.key_file = rel(cfg.evidence.key_file)
         cfg.evidence.sync_url = rel(cfg.evidence.sync_url)
+        cfg.evidence.sync_secret_file = rel(cfg.evidence.sync_secret_file)
         cfg.api.audit_log = rel(cfg.api.audit_log)
         cfg.api.device_keys = rel(cfg.api.device_keys)
+        for name in ("audit_key", "audit_head", "gate_overrides", "tls_cert", "tls_key"):
+            setattr(cfg.api, name, rel(getattr(cfg.api, name)))
     return cfg
 
 
@@ -143,4 +186,6 @@ def load_config(path: str | Path) -> StationConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: station config not found; copy station.example.yaml and edit it")
-    return parse_config(read_yaml(path), source=str(path), base=path.parent)
+    cfg = parse_config(read_yaml(path), source=str(path), base=path.parent)
+    cfg._file = path.resolve()
+    return cfg

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from flows.settings import quiet_environment
-from helpers import ROOT, fast_params, link_subset, require_bottle, station_config
+from helpers import ROOT, fast_params, link_subset, require_bottle, sign_test_bundle, station_config, pipeline_test_key
 
 quiet_environment(ROOT)
 
@@ -42,7 +42,7 @@ def bundle_dir(tmp_path_factory) -> Path:
     """
     target = os.environ.get("LINEGUARD_TEST_BUNDLE")
     if target and (Path(target) / "manifest.json").is_file():
-        return Path(target)
+        return sign_test_bundle(Path(target))
     try:
         import torch  # noqa: F401
     except ImportError:
@@ -89,7 +89,7 @@ def detector_dir(tmp_path_factory) -> Path:
     it finds boxes anywhere). Reused from $LINEGUARD_TEST_DETECTOR; built there by the pipeline venv."""
     target = os.environ.get("LINEGUARD_TEST_DETECTOR")
     if target and (Path(target) / "manifest.json").is_file():
-        return Path(target)
+        return sign_test_bundle(Path(target))
     try:
         import ultralytics  # noqa: F401
     except ImportError:
@@ -106,7 +106,8 @@ def detector_dir(tmp_path_factory) -> Path:
         rc = lineguard(["detector", "train", "--data", str(bottle), "--out", str(out), "--json", "--force",
                         "--config", str(ROOT / "products" / "bottle.yaml"), "tracking.enabled=false",
                         "detector.epochs=1", "detector.max_goods=4", "detector.synthetic_per_good=1",
-                        "detector.imgsz=160", "detector.confidence=0.001", "detector.batch=8"])
+                        "detector.imgsz=160", "detector.confidence=0.001", "detector.batch=8",
+                        f"export.signing_key={pipeline_test_key()[0]}"])
     assert rc == 0, printed.getvalue()[-2000:]
     # what `--json` printed, kept beside the bundle for the test of its keys
     out.with_name(out.name + ".train.json").write_text(printed.getvalue().strip().splitlines()[-1])

@@ -31,6 +31,7 @@ from flows.anomaly.model import OUTPUT_NAMES, AnomalyScorer, PatchEmbedding
 from flows.params import ExportParams
 from flows.anomaly.tensorrt_build import build_engine, trtexec_command
 from serving.drift.baseline import Baseline
+from flows.fleet.keys import signer
 from serving.engine.bundle import BACKBONE_FILE, MODEL_FILE, SCHEMA_VERSION, Manifest, Provenance, TensorRTInfo, Thresholds, file_entries, write_manifest
 from serving.engine.backends import OrtBackend, TensorRTBackend, tensorrt_available
 from serving.errors import LineguardError
@@ -196,5 +197,5 @@ def export_bundle(bundle_dir: str | Path, ep: ExportParams, *, trt: bool | None 
         ),
         baseline=Baseline.model_validate(ckpt["baseline"]),
     )
-    write_manifest(root, manifest)
+    write_manifest(root, manifest, sign=signer(ep.signing_key))
     return manifest

@@ -26,14 +26,14 @@ def version_line() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The pipeline CLI's argument parser (command modules add their own subcommands)."""
-    from flows.cli import anomaly, drift, loop, orchestration
+    from flows.cli import anomaly, drift, fleet, loop, orchestration
 
     p = argparse.ArgumentParser(prog="lineguard", description="Lineguard pipeline: enroll, calibrate, evaluate, "
                                 "export, and the loop that keeps a station learning")
     p.add_argument("--version", action="version", version=version_line())
     p.add_argument("--params", help="base parameters file (default: params.yaml of the project)")
     sub = p.add_subparsers(dest="command", required=True, metavar="command")
-    for module in (anomaly, drift, loop, orchestration):
+    for module in (anomaly, drift, loop, orchestration, fleet):
         module.register(sub)
     return p
 

@@ -189,8 +189,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import subprocess
 
     params = load(args)
+    from flows.fleet.keys import ensure_key
     from flows.orchestration.pipeline import enroll_flow
 
+    ensure_key(params.export.signing_key)  # the demo station (station.example.yaml) trusts keys/pipeline.pub
     t0 = time.perf_counter()
     summary = enroll_flow(params.data.dir, args.out, params, prepare=True)
     m = summary["metrics"]

@@ -238,6 +238,11 @@ def cmd_loop_demo(args: argparse.Namespace) -> int:
     if not args.config:
         args.config = str(project_root() / "products" / "bottle.yaml")
     params = load(args)
+    from flows.fleet.keys import ensure_key
+
+    # the project's signing key, fixed before LINEGUARD_HOME moves to the demo's folder
+    key = ensure_key(params.export.signing_key)
+    params = params.model_copy(update={"export": params.export.model_copy(update={"signing_key": str(key)})})
     bottle = Path(args.bottle or params.data.dir)
     if not (bottle / "ground_truth").is_dir():
         raise ConfigError(f"{bottle}: not MVTec AD bottle (no ground_truth/); pass --bottle ../shared/data/mvtec_ad/bottle")

@@ -26,6 +26,7 @@ import numpy as np
 
 from flows.detector import dataset as ds
 from flows.params import Params
+from flows.fleet.keys import signer
 from serving.engine.bundle import (MODEL_FILE, SCHEMA_VERSION, DetectorSpec, Manifest, Provenance, TensorRTInfo,
                                    file_entries, write_manifest)
 from serving.engine.preprocess import InputSpec
@@ -258,7 +259,7 @@ def train_detector(data: str | Path, out: str | Path, params: Params, *, trained
                "confidence": d.confidence, "n_val": info.n_val, "confusion_matrix": cm.tolist()}
     (out / "report" / "metrics.json").write_text(json.dumps(metrics, indent=1))
     m = manifest([MODEL_FILE, "report/trained_on.json", "report/metrics.json", "report/confusion_matrix.png"], metrics)
-    write_manifest(out, m)
+    write_manifest(out, m, sign=signer(params.export.signing_key))
     result = DetectorResult(out=out, map50=metrics["map50"], per_class=per_class, precision=precision, recall=recall,
                             seconds=time.perf_counter() - t0, n_train=info.n_train, n_val=info.n_val,
                             n_synthetic=info.n_synthetic, counts=info.counts, bundle_version=m.bundle_version,

@@ -31,7 +31,8 @@ from serving.errors import ConfigError
 HELD_OUT = {"broken_large": 2, "contamination": 1}  #: defects kept away from labels and training for the check
 
 
-def _station_config(work: Path, bundle: Path, images: Path, classes: list[str], port: int, **extra) -> "object":
+def _station_config(work: Path, bundle: Path, images: Path, classes: list[str], port: int, trusted_key: str | None,
+                    **extra) -> "object":
     from serving.cli import hash_password
     from serving.config import parse_config
     from serving.evidence.crypto import generate_key
@@ -41,6 +42,8 @@ def _station_config(work: Path, bundle: Path, images: Path, classes: list[str], 
         generate_key(key)
     return parse_config({
         "station_id": "bottle-line", "bundle": str(bundle), "classes": classes, **extra,
+        "bundles": {"trusted_keys": [trusted_key] if trusted_key else [], "allow_unsigned": trusted_key is None,
+                    "store": str(work / "bundles")},
         "source": {"kind": "replay", "path": str(images), "rate_hz": 4},
         "gate": {"min_area_px": 0, "deadline_ms": 2000},
         "actuator": {"kind": "none", "delay_ms": 2100, "pulse_ms": 20},
@@ -50,6 +53,14 @@ def _station_config(work: Path, bundle: Path, images: Path, classes: list[str], 
         "api": {"port": port, "users": {"olga": {"role": "operator", "password_hash": hash_password("op-pass", 1000)},
                                         "eddie": {"role": "engineer", "password_hash": hash_password("eng-pass", 1000)}},
                 "audit_log": str(work / "audit.jsonl"), "device_keys": str(work / "device-keys.json")}})
+
+
+def _trusted(params: Params) -> str | None:
+    """The public half of the key the loop's bundles are signed with (None: unsigned, allowed for the demo)."""
+    from flows.fleet.keys import key_path
+
+    key = key_path(params.export.signing_key)
+    return str(key.with_suffix(".pub")) if key is not None and key.exists() else None
 
 
 class _Http:
@@ -130,7 +141,8 @@ def run_loop(work: str | Path, params: Params, *, bottle: str | Path, port_ls: i
     lap("enroll")
 
     label_dir, held_dir, truth = _split(bottle, classes, work)
-    st = Station(_station_config(work, Path(bundle), label_dir, classes, port_api)).start()
+    pub = _trusted(params)
+    st = Station(_station_config(work, Path(bundle), label_dir, classes, port_api, pub)).start()
     assert st.wait(600)
     lap("station")
 
@@ -185,7 +197,7 @@ def run_loop(work: str | Path, params: Params, *, bottle: str | Path, port_ls: i
     lap("retrain")
 
     (work / "after").mkdir(exist_ok=True)
-    st2 = Station(_station_config(work / "after", Path(bundle), held_dir, classes, port_api))
+    st2 = Station(_station_config(work / "after", Path(bundle), held_dir, classes, port_api, pub))
     api = serve_api(st2, "127.0.0.1", port_api)
     code, body = _Http(port_api).login("eddie", "eng-pass").call("POST", "/api/bundle", {"path": trained["bundle"]})
     if code != 200:

@@ -166,7 +166,8 @@ def register_bundle(bundle_dir: str | Path, run_id: str, params: Params) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         # only the manifest's files travel: enrollment.pt is training-side state
         stage = Path(tmp) / "bundle"
-        for f in [*bundle.manifest.files, "manifest.json"]:
+        for f in [*bundle.manifest.files, "manifest.json", *(["manifest.sig"] if (bundle.root / "manifest.sig").is_file()
+                                                                  else [])]:
             dst = stage / f
             dst.parent.mkdir(parents=True, exist_ok=True)
             dst.write_bytes((bundle.root / f).read_bytes())
@@ -213,12 +214,13 @@ def log_recalibration(result, params: Params, parent) -> tuple[str, str]:
     c.log_artifacts(rid, str(report), "report")
     c.set_terminated(rid, "FINISHED")
     from flows.anomaly.enroll import set_run_id
+    from flows.fleet.keys import signer
     from serving.engine.bundle import write_manifest
 
     set_run_id(result.out, rid)
     m = load_bundle(result.out).manifest
     write_manifest(Path(result.out), m.model_copy(update={"provenance": m.provenance.model_copy(
-        update={"mlflow_run_id": rid})}))
+        update={"mlflow_run_id": rid})}), sign=signer(params.export.signing_key))
     return rid, register_bundle(result.out, rid, params)
 
 

@@ -11,6 +11,7 @@ from fastapi import Path as PathParam
 from pydantic import BaseModel, Field, create_model
 from pydantic.fields import FieldInfo
 
+from serving.explanation import Explanation
 from serving.gate.rules import Detection, GateRules
 from serving.strict import StrictModel
 
@@ -49,6 +50,22 @@ class BundleRequest(StrictModel):
     path: str = Field(min_length=1, max_length=4096)
 
 
+class RollbackRequest(StrictModel):
+    """Which bundle to roll back."""
+
+    kind: Literal["anomaly", "detector"] = "anomaly"
+
+
+class BundleSwitch(BaseModel):
+    """The bundle a station switched to."""
+
+    ok: bool
+    kind: str
+    bundle_version: str
+    signature: str
+    history: list[str] = Field(description="versions that ran here, oldest first; the last one runs now")
+
+
 #: A partial update of the gate: any subset of :class:`GateRules`' fields, each validated by type here and
 #: by the whole rule set (cross-field checks included) when applied.
 def _optional(f: FieldInfo) -> tuple:
@@ -58,7 +75,26 @@ def _optional(f: FieldInfo) -> tuple:
 
 
 GateChange = create_model("GateChange", __base__=StrictModel,
-                          **{name: _optional(f) for name, f in GateRules.model_fields.items()})
+                          **{name: _optional(f) for name, f in GateRules.model_fields.items()},
+                          confirm=(bool, Field(False, description="needed for a change that lets parts through: "
+                                                                  "on_error pass, a pass_all SOP rule, a threshold "
+                                                                  "far above the calibration (audited)")))
+
+
+class SessionView(BaseModel):
+    """A user's live sessions (never the tokens)."""
+
+    user: str
+    role: str
+    sessions: int
+    expires: float = Field(description="when the last of them expires (Unix time)")
+
+
+class Revoked(BaseModel):
+    """How many sessions a revocation ended."""
+
+    user: str
+    revoked: int
 
 
 class PartView(BaseModel):
@@ -75,6 +111,7 @@ class PartView(BaseModel):
     wall_time: float
     class_name: str | None = None
     detections: list[Detection] = []
+    explain: Explanation | None = Field(None, description="FAIL: why (pictures at /api/explain/live/{panel}.jpg)")
     has_view: bool = False
 
 
@@ -152,16 +189,30 @@ class AlarmView(BaseModel):
     acked_by: str | None
 
 
+class SyncView(BaseModel):
+    """Evidence sync as the page shows it: where to, online or not, and how far behind."""
+
+    target: str | None = Field(description="the sync URL without credentials; null when no sync is configured")
+    online: bool = Field(description="the last sync round reached the target")
+    backlog_records: int = Field(description="records not yet in the target")
+    backlog_bytes: int = Field(description="their images and record data (estimated)")
+    oldest_unsynced_age_s: float | None = Field(description="age of the oldest change not yet in the target")
+    last_sync_at: float | None = Field(description="wall time (epoch s) of the last sync that reached the target")
+
+
 class StateResponse(BaseModel):
     """Everything the operator page polls."""
 
     station_id: str
+    demo: bool = Field(False, description="a demo station (api.demo): demo passwords allowed; the page says so")
     status_level: Literal["ok", "warn", "stop"]
     status_text: str
     actuator_kind: str
     user: str
     role: str
     bundle_version: str
+    bundle_signer: str | None = Field(None, description="who signed the running bundle")
+    bundle_unsigned: bool = Field(False, description="running an unsigned bundle (bundles.allow_unsigned)")
     threshold: float
     last: PartView | None
     counts: dict[str, int]
@@ -182,6 +233,7 @@ class StateResponse(BaseModel):
     alarms: list[AlarmView]
     reviewed: int
     stability: StabilityView
+    sync: SyncView | None = Field(None, description="evidence sync status and backlog")
 
 
 class ReviewItem(BaseModel):

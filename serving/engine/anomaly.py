@@ -10,6 +10,7 @@ Imports numpy, opencv and onnxruntime only -- never torch or the training stack.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -17,7 +18,9 @@ import numpy as np
 
 from serving.engine.backends import open_backend
 from serving.engine.base import InferenceEngine
+from serving.engine.signing import Trust
 from serving.engine.bundle import Bundle, load_bundle
+from serving.engine.explain import Explainer
 from serving.images import to_rgb
 from serving.engine.preprocess import display_crop, heatmap_overlay, normalize
 from serving.errors import BundleError
@@ -53,9 +56,15 @@ class AnomalyEngine(InferenceEngine):
                                     m.outputs, backend, threads, sha256=m.files[m.model_file].sha256)
 
     @classmethod
-    def load(cls, root: str | os.PathLike, backend: str = "auto", threads: int | None = None) -> "AnomalyEngine":
+    def load(cls, root: str | os.PathLike, backend: str = "auto", threads: int | None = None,
+             trust: "Trust | None" = None) -> "AnomalyEngine":
         """Verify the bundle at ``root`` and open it."""
-        return cls(load_bundle(root), backend=backend, threads=threads)
+        return cls(load_bundle(root, trust=trust), backend=backend, threads=threads)
+
+    @functools.cached_property
+    def explainer(self) -> Explainer:
+        """The bundle's explain files, read at the first use (a FAIL), never on the per-part path."""
+        return Explainer.load(self.bundle)
 
     @property
     def providers(self) -> list[str]:

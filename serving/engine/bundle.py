@@ -2,8 +2,10 @@
 
 A bundle is a folder with ``manifest.json`` beside ``model.onnx``, an optional
 TensorRT engine and the explainability files. The manifest lists every file's
-sha256; :func:`load_bundle` refuses a bundle whose schema, files or hashes do
-not match, so a station keeps running the bundle it has.
+sha256, and ``manifest.sig`` signs the manifest (:mod:`serving.engine.signing`).
+:func:`load_bundle` refuses a bundle whose schema, files, hashes or signature do
+not match, whose paths leave the folder, or that holds a link or an unlisted file,
+so a station keeps running the bundle it has.
 
 >>> load_bundle("/nonexistent")  # doctest: +ELLIPSIS
 Traceback (most recent call last):
@@ -15,7 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -23,6 +26,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from serving.drift.baseline import Baseline
 from serving.engine.preprocess import InputSpec, Roi
+from serving.engine.signing import SIGNATURE_FILE, Signature, Trust, verify_signature
 from serving.errors import BundleError
 from serving.strict import StrictModel, error_lines
 
@@ -31,6 +35,9 @@ SUPPORTED_SCHEMAS = (1, 2)  #: a station still runs schema 1 bundles, without dr
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.onnx"  #: the default graph name export writes; stations read ``manifest.model_file``
 BACKBONE_FILE = "bench/backbone.onnx"  #: the backbone alone, for ``lineguard-station bench`` (not run on the line)
+#: files a bundle folder may hold without listing them: the manifest, its signature, and the pipeline's own
+#: training state (the engineer's export folder keeps it; the station never opens it and deploys never carry it)
+UNLISTED_OK = frozenset({MANIFEST, SIGNATURE_FILE, "enrollment.pt"})
 
 
 class ScoreStats(StrictModel):
@@ -160,6 +167,8 @@ class Bundle:
 
     root: Path
     manifest: Manifest
+    signature: Signature = field(default_factory=lambda: Signature(False))
+    manifest_sha256: str = ""
 
     def path(self, name: str) -> Path:
         """Absolute path of a file listed in the manifest."""
@@ -180,28 +189,64 @@ def file_entries(root: Path, names: list[str]) -> dict[str, FileEntry]:
     return {n: FileEntry(sha256=sha256_file(root / n), bytes=(root / n).stat().st_size) for n in sorted(names)}
 
 
-def write_manifest(root: Path, manifest: Manifest) -> Path:
-    """Write ``manifest.json`` (atomically: a station may be watching the folder)."""
+def write_manifest(root: Path, manifest: Manifest, sign=None) -> Path:
+    """Write ``manifest.json`` (atomically: a station may be watching the folder), then sign it with
+    ``sign(root)`` when given; an older signature no longer matches, so without one it is removed."""
     tmp = root / (MANIFEST + ".tmp")
     tmp.write_text(manifest.model_dump_json(indent=2))
+    (root / SIGNATURE_FILE).unlink(missing_ok=True)
     tmp.replace(root / MANIFEST)
+    if sign is not None:
+        sign(root)
     return root / MANIFEST
 
 
-def load_bundle(root: str | Path, *, verify_hashes: bool = True) -> Bundle:
+def _inside(root: Path, name: str, role: str, mpath: Path) -> Path:
+    """``root/name`` when ``name`` is a plain relative path that stays inside the (resolved) bundle folder."""
+    p = Path(name)
+    if p.is_absolute() or ".." in p.parts or not name or name != name.strip():
+        raise BundleError(f"{mpath}: {role} {name!r} is not a path inside the bundle; re-export the bundle")
+    full = root / p
+    if not full.resolve().is_relative_to(root):
+        raise BundleError(f"{mpath}: {role} {name!r} leads outside the bundle folder; re-export the bundle")
+    return full
+
+
+def _check_tree(root: Path, listed: set[str]) -> None:
+    """Refuse links anywhere in the folder and files the manifest does not list (nothing unverified rides along)."""
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        for name in [*dirnames, *filenames]:
+            full = Path(dirpath) / name
+            rel = full.relative_to(root).as_posix()
+            if full.is_symlink():
+                raise BundleError(f"{full}: a link inside the bundle; bundles hold plain files only (copy the target "
+                                  "in, or re-export)")
+            if name in filenames and rel not in listed and rel not in UNLISTED_OK and not full.is_dir():
+                raise BundleError(f"{full}: not listed in the manifest (unverified file); remove it or re-export "
+                                  "the bundle")
+
+
+def load_bundle(root: str | Path, *, verify_hashes: bool = True, trust: Trust | None = None) -> Bundle:
     """Read and verify a bundle; raise :class:`BundleError` that says what is wrong.
 
-    Checks, in order: the manifest exists and parses, its schema version is the
-    one this station speaks, every listed file exists, and (unless
-    ``verify_hashes=False``) every file's sha256 matches.
+    Checks, in order: the manifest exists and parses, its signature verifies against ``trust`` (a station
+    always passes its trusted keys; pipeline tools reading their own output pass none), its schema version
+    is one this station speaks, every listed path stays inside the folder and exists, the folder holds no
+    link and no unlisted file, and (unless ``verify_hashes=False``) every file's sha256 matches.
     """
     root = Path(root)
     mpath = root / MANIFEST
     if not mpath.is_file():
         raise BundleError(f"{root}: no {MANIFEST}; is this an engine bundle? Export one with `lineguard export`")
+    if mpath.is_symlink():
+        raise BundleError(f"{mpath}: a link; bundles hold plain files only")
+    root = root.resolve()
+    mpath = root / MANIFEST
+    data = mpath.read_bytes()
+    signature = verify_signature(root, data, trust) if trust is not None else Signature(False)
     try:
-        raw = json.loads(mpath.read_text())
-    except json.JSONDecodeError as exc:
+        raw = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"{mpath}: not valid JSON ({exc}); re-export the bundle") from None
     version = raw.get("schema_version") if isinstance(raw, dict) else None
     if version not in SUPPORTED_SCHEMAS:
@@ -216,6 +261,12 @@ def load_bundle(root: str | Path, *, verify_hashes: bool = True) -> Bundle:
     for role, name in (("model_file", manifest.model_file), ("tensorrt.file", manifest.tensorrt.file)):
         if name is not None and name not in manifest.files:
             raise BundleError(f"{mpath}: {role} {name!r} is not listed under 'files' (unverifiable); re-export")
+    for section in ("explain", "bench"):
+        for role, name in getattr(manifest, section).items():
+            _inside(root, name, f"{section}.{role}", mpath)
+    for name in manifest.files:
+        _inside(root, name, "file", mpath)
+    _check_tree(root, set(manifest.files))
     for name, entry in manifest.files.items():
         fpath = root / name
         if not fpath.is_file():
@@ -225,4 +276,4 @@ def load_bundle(root: str | Path, *, verify_hashes: bool = True) -> Bundle:
                 f"{fpath}: sha256 does not match the manifest (corrupt or modified); "
                 "re-copy or re-export the bundle"
             )
-    return Bundle(root=root, manifest=manifest)
+    return Bundle(root=root, manifest=manifest, signature=signature, manifest_sha256=hashlib.sha256(data).hexdigest())

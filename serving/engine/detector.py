@@ -22,6 +22,7 @@ import numpy as np
 
 from serving.engine.backends import open_backend
 from serving.engine.base import InferenceEngine
+from serving.engine.signing import Trust
 from serving.engine.bundle import Bundle, load_bundle
 from serving.engine.preprocess import crop_roi, normalize
 from serving.errors import BundleError
@@ -88,9 +89,10 @@ class DetectorEngine(InferenceEngine):
         self.min_conf = min(self.report.values(), default=0.25)
 
     @classmethod
-    def load(cls, root: str | os.PathLike, backend: str = "auto", threads: int | None = None) -> "DetectorEngine":
+    def load(cls, root: str | os.PathLike, backend: str = "auto", threads: int | None = None,
+             trust: "Trust | None" = None) -> "DetectorEngine":
         """Verify the detector bundle at ``root`` and open it."""
-        return cls(load_bundle(root), backend=backend, threads=threads)
+        return cls(load_bundle(root, trust=trust), backend=backend, threads=threads)
 
     def preprocess(self, image_rgb: np.ndarray, *, source: str = "image") -> tuple[np.ndarray, np.ndarray]:
         """ROI crop, letterbox to the input size, scale to [0, 1]; remembers how to map boxes back."""

@@ -22,10 +22,7 @@ from dataclasses import dataclass, field
 from serving.alarms import Alarms
 from serving.config import StationConfig
 from serving.engine.anomaly import AnomalyEngine
-from serving.engine.bundle import load_bundle
-from serving.engine.detector import DetectorEngine
-from serving.engine.preprocess import Roi, check_roi_scale
-from serving.errors import BundleError, LineguardError
+from serving.errors import LineguardError
 from serving.evidence.record import InspectionRecord
 from serving.evidence.store import EvidenceStore
 from serving.drift.capture import Capture, CaptureRequest
@@ -36,6 +33,9 @@ from serving.lineio.actuation.modbus_map import STATE_ALARM, STATE_NOT_INSPECTIN
 from serving.lineio.actuation.scheduler import Actuator
 from serving.lineio.frames import Frame
 from serving.station.audit import AuditLog
+from serving.station.gate_changes import GateOverrides, NeedsConfirmation, check_range, lets_parts_through, validated_gate
+from serving.station.bundle_control import BundleControl
+from serving.station.bundle_store import BundleStore
 from serving.station.housekeeping import Housekeeper
 from serving.station.inspect import inspect
 from serving.station.records import PartView, PulseRecorder, log_part, record_of
@@ -67,7 +67,7 @@ class LiveState:
             self.first_verdict_ms = (time.monotonic_ns() - self.started_ns) / 1e6
 
 
-class Station:
+class Station(BundleControl):
     """A running station built from its config; threads start in :meth:`start`."""
 
     def __init__(self, cfg: StationConfig, *, started_ns: int | None = None) -> None:
@@ -75,16 +75,23 @@ class Station:
         self.boot_id = uuid.uuid4().hex[:12]
         self.metrics = StationMetrics()
         self.alarms = Alarms(on_change=self.metrics.alarm)
-        self.engine = self._open_engine(cfg.bundle)
-        self.detector = self._open_detector(cfg.detector_bundle) if cfg.detector_bundle else None
+        self.trust = cfg.bundles.trust()
+        self.store = BundleStore(cfg.bundles.store, cfg.bundles.keep_versions)
+        self._open_bundles()
         self.rules = self._rules(cfg.gate, self.engine, self.detector)
         self.evidence = EvidenceStore(cfg.evidence, self.alarms, cfg.station_id)
         self.metrics.buffer_quota.set(cfg.evidence.quota_mb * 1024 * 1024)
-        self.audit = AuditLog(cfg.api.audit_log)
+        self.audit = AuditLog(cfg.api.audit_log, cfg.api.beside_log(cfg.api.audit_key, "audit.key"),
+                              cfg.api.beside_log(cfg.api.audit_head, "audit.head"))  # verified: refuses a tampered log
+        self.gate_overrides = GateOverrides(cfg.api.beside_log(cfg.api.gate_overrides, "gate-overrides.json"), self.audit)
+        self._config_gate = cfg.gate  # the config file's own gate: saved changes are made over it
+        saved = self.gate_overrides.apply_at_start(cfg, self.alarms)  # gate changes made through the API last time
+        if saved is not None:
+            cfg.gate, self.rules = saved, self._rules(saved, self.engine, self.detector)
         self.pulse_records = PulseRecorder(self.evidence, self.boot_id)
         self.actuator = Actuator(make_backend(cfg.actuator), cfg.actuator, self.alarms, self.metrics,
                                  state=self.plc_state, on_pulse=self.pulse_records.report)
-        first_seq = (self.evidence.scalar("SELECT COALESCE(MAX(seq), 0) FROM frames") or 0) + 1
+        first_seq = self.evidence.next_seq()  # above every number this buffer issued: one number, one part
         self.source, self.http_trigger = make_source(cfg, self.alarms, self.actuator, first_seq, self._on_unseen)
         self.history = History(cfg.gate.persistence_m)
         self.stability = StabilityMonitor(None, cfg.stability, on_alert=self._drift_alert)
@@ -96,29 +103,6 @@ class Station:
         self._control = threading.Lock()  # serialises engineers' changes (gate, bundle)
         self._stop = threading.Event()
         self._inspector = threading.Thread(target=self._inspect_loop, name="inspect", daemon=True)
-
-    def _open_detector(self, path: str) -> DetectorEngine:
-        """A detector bundle whose classes the station knows (its config's ``classes`` and gate rules)."""
-        det = DetectorEngine.load(path)
-        names = det.classes
-        if self.cfg.classes and not set(names) <= set(self.cfg.classes):
-            raise BundleError(f"{path}: detector classes {sorted(set(names) - set(self.cfg.classes))} are not in this "
-                              f"station's classes {self.cfg.classes}; add them to 'classes' in the station config or "
-                              "deploy the detector of this product")
-        unknown = sorted(set(self.cfg.gate.class_confidence) - set(names))
-        if unknown:
-            raise BundleError(f"{path}: gate.class_confidence names {unknown}, which this detector does not know "
-                              f"(it finds {names}); fix the station config or deploy the matching detector")
-        return det
-
-    @staticmethod
-    def _rules(gate: GateRules, engine: AnomalyEngine, detector: "DetectorEngine | None") -> GateRules:
-        rules = gate.with_calibration(engine.thresholds.image, engine.thresholds.pixel)
-        if detector is None:
-            return rules
-        rules = rules.with_detector(detector.det.confidence)
-        detector.report_from(rules.class_confidence)
-        return rules
 
     def known_fingerprints(self):
         """Fingerprints of the enrolled normals (the bundle's explain file), or None for a schema 1 bundle."""
@@ -136,15 +120,6 @@ class Station:
         """The operator's quick tags: the station's classes and any its detector adds."""
         extra = [c for c in (self.detector.classes if self.detector else []) if c not in self.cfg.classes]
         return [*self.cfg.classes, *extra]
-
-    def _open_engine(self, path: str) -> AnomalyEngine:
-        engine = AnomalyEngine.load(path)
-        if self.cfg.roi:
-            engine.roi = Roi.parse(self.cfg.roi)
-            check_roi_scale(engine.roi, engine.spec, source="roi")
-        # no warm-up run: the first part costs what any part costs (measured by `lineguard-station bench`),
-        # and a graph that fails on it fails that part safe, with an alarm, like any other engine fault
-        return engine
 
     # ------------------------------------------------------------------ control
     def start(self) -> "Station":
@@ -250,54 +225,23 @@ class Station:
         if self.cfg.actuator.late_policy == "stop_line" and not self.actuator.link.stop_line_latched:
             self.actuator.stop_line(0, f"camera cannot see the line: {why}")
 
-    def reload_bundle(self, path: str, user: str) -> str:
-        """Verify and swap in a new bundle (anomaly or detector, by its manifest); on any failure the running one
-        stays. The new engine first produces a verdict on the last part seen; until then the old one verdicts.
-        Returns its version."""
-        with self._control:
-            try:
-                kind = load_bundle(path, verify_hashes=False).manifest.model_kind
-                engine, detector = self.engine, self.detector
-                if kind == "detector":
-                    detector = self._open_detector(path)
-                else:
-                    engine = self._open_engine(path)
-                rules = self._rules(self.cfg.gate, engine, detector)
-                with self._lock:
-                    last = self.state.last_view.image if self.state.last_view is not None else None
-                try:
-                    if last is None:  # nothing inspected yet: the graphs must at least run
-                        engine.warmup()
-                        if detector is not None:
-                            detector.warmup()
-                except Exception as exc:  # noqa: BLE001 - a graph that cannot run is refused like a bad hash
-                    raise BundleError(f"{path}: the new graph does not run: {type(exc).__name__}: {exc}") from exc
-                if last is not None:  # a real verdict, off the line, before the swap
-                    check = inspect(engine, rules, last, detector=detector, source="bundle check")
-                    if check.decision.rule.startswith("fail_safe.engine_error"):
-                        raise BundleError(f"{path}: the new bundle fails on the last part: "
-                                          f"{'; '.join(check.decision.reasons) or check.decision.rule}")
-            except LineguardError as exc:
-                self.audit.append(user, "bundle_refused", {"path": path, "reason": str(exc)})
-                self.alarms.raise_("bundle", f"new bundle refused, still running "
-                                             f"{self.engine.bundle.manifest.bundle_version}: {exc}", "warning")
-                raise
-            new = (detector if kind == "detector" else engine).bundle.manifest.bundle_version
-            self.audit.append(user, "bundle_loaded", {"path": path, "bundle_version": new, "kind": kind})  # audit first
-            with self._lock:
-                self.engine, self.detector, self.rules = engine, detector, rules
-                if kind == "anomaly":
-                    self._watch(engine)  # the stability baseline is the new bundle's
-        self.alarms.clear("bundle")
-        return new
-
-    def update_gate(self, changes: dict, user: str) -> GateRules:
-        """Change gate settings (engineer); validated as a whole, audited, effective from the next frame."""
+    def update_gate(self, changes: dict, user: str, confirm: bool = False) -> GateRules:
+        """Change gate settings (engineer): validated as a whole and with the station config, thresholds kept near
+        the calibration, ``confirm`` needed for what lets parts through (serving.station.gate_changes); saved for
+        the next start, audited, effective from the next frame."""
         with self._control:
             old = self.cfg.gate.model_dump(mode="json")
             new_cfg = GateRules.model_validate({**old, **changes})
+            new_cfg = validated_gate(self.cfg, new_cfg.model_dump(mode="json"))
             rules = self._rules(new_cfg, self.engine, self.detector)
-            self.audit.append(user, "gate_changed", {"before": {k: old[k] for k in changes}, "after": changes})
+            cal = (self.engine.thresholds.image, self.engine.thresholds.pixel)
+            check_range(rules, *cal, fields=changes)
+            through = lets_parts_through(self.rules, rules, *cal)
+            if through and not confirm:
+                raise NeedsConfirmation(through)
+            self.gate_overrides.save(new_cfg, self._config_gate, user)
+            self.audit.append(user, "gate_changed", {"before": {k: old[k] for k in changes}, "after": changes,
+                                                     "lets_parts_through": through, "confirmed": bool(through)})
             with self._lock:
                 self.cfg.gate, self.rules = new_cfg, rules
                 self.history.resize(new_cfg.persistence_m)  # a longer persistence window needs a longer history
@@ -327,7 +271,13 @@ class Station:
         rec.capture_id = self._captured() if not fail_safe else None
         view = PartView.of(frame.image, insp, engine.roi, rules.pixel_threshold, self.cfg.evidence.image_max_px)
         keep = insp.decision.verdict == "FAIL" or rec.capture_id is not None or self._sample_pass(frame.seq)
-        rec.id = self.evidence.record(rec, *(view.pngs() if keep and view else (None, None)))
+        images = view.pngs() if keep and view else (None, None)
+        explain_jpg = None
+        if view is not None and insp.decision.verdict == "FAIL" and not fail_safe:  # the model's FAILs: why
+            t = time.monotonic_ns()
+            rec.explain, explain_jpg = view.explain(engine, insp.result)
+            rec.latency_ms["explain"] = (time.monotonic_ns() - t) / 1e6
+        rec.id = self.evidence.record(rec, *images, explain_jpg)
         self.metrics.count(rec)
         self.metrics.stability(report)
         self.metrics.dropped.set(self.source.dropped)

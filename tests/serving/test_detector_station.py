@@ -7,6 +7,8 @@ import sys
 
 import numpy as np
 import pytest
+
+from helpers import resign
 from fastapi.testclient import TestClient
 
 from serving.api import create_app
@@ -74,7 +76,10 @@ def test_a_detector_that_fails_on_the_last_part_is_refused_and_the_old_models_ke
     keep = m["class_names"][:1]  # the graph still scores 3 classes: decoding them must fail, not pass
     m["class_names"], m["detector"]["confidence"] = keep, {k: v for k, v in m["detector"]["confidence"].items()
                                                            if k in keep}
+    m["bundle_version"] += "-broken"  # a new, later version, signed: only the last-part check can refuse it
+    m["provenance"]["created_at"] = "2099-01-01T00:00:00+00:00"
     (broken / "manifest.json").write_text(json.dumps(m))
+    resign(broken)
     st = Station(make_config(detector_bundle=str(detector_dir), source={"rate_hz": 20}))
     st.start()
     assert st.wait(60)

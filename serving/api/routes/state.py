@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends
 
 from serving.api.auth import Session
 from serving.api.deps import current_session, station
-from serving.api.schemas import AlarmView, ComponentView, PartView, StabilityView, StateResponse
+from serving.api.schemas import AlarmView, ComponentView, PartView, StabilityView, StateResponse, SyncView
 
 router = APIRouter(tags=["state"])
 
@@ -17,9 +17,10 @@ def state(s: Session = Depends(current_session), st=Depends(station)) -> StateRe
     live, last = st.state, st.state.last
     level, text = st.status()
     return StateResponse(
-        station_id=st.cfg.station_id, status_level=level, status_text=text, actuator_kind=st.cfg.actuator.kind,
+        station_id=st.cfg.station_id, demo=st.cfg.api.demo, status_level=level, status_text=text, actuator_kind=st.cfg.actuator.kind,
         user=s.user, role=s.role,
         bundle_version=st.engine.bundle.manifest.bundle_version, threshold=st.rules.image_threshold,
+        bundle_signer=st.engine.bundle.signature.signer, bundle_unsigned=not st.engine.bundle.signature.signed,
         last=None if last is None else PartView(**last.model_dump(include=set(PartView.model_fields) - {"has_view"}),
                                                 has_view=live.last_view is not None),
         counts=live.counts, frames=live.frames, dropped=st.source.dropped, late=st.source.late,
@@ -31,6 +32,7 @@ def state(s: Session = Depends(current_session), st=Depends(station)) -> StateRe
         alarms=[AlarmView(name=a.name, message=a.message, level=a.level, count=a.count, kind=a.kind, since=a.since,
                           acked_by=a.acked_by) for a in st.alarms.active()],
         reviewed=st.evidence.reviewed(), stability=stability_view(st),
+        sync=SyncView(**vars(st.housekeeper.status())),
     )
 
 

@@ -1,0 +1,182 @@
+"""The station's own store of bundle versions: uploads land here, the last N stay for rollback.
+
+Layout under ``bundles.store``::
+
+    anomaly/<bundle_version>/...      one verified copy of each version (only the manifest's files)
+    detector/<bundle_version>/...
+    staging/<random>/                 an upload being unpacked and checked
+    active.json                       per kind: the versions run, oldest first (the last is running)
+
+A version enters the history only once the station has switched to it, so the history is exactly
+what ran, and ``rollback`` returns to the one before. Unpacking refuses links, absolute paths, ``..``
+and anything but plain files and folders, and stops at the size limit.
+
+>>> store = BundleStore("station-data/bundles", keep=3)   # doctest: +SKIP
+>>> store.history("anomaly")                              # doctest: +SKIP
+['patchcore-20261127T101500Z-1a2b3c4d', 'patchcore-20261127T121500Z-5e6f7a8b']
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tarfile
+import threading
+import uuid
+from pathlib import Path
+from typing import BinaryIO
+
+from serving.engine.bundle import MANIFEST, UNLISTED_OK, Bundle
+from serving.errors import BundleError
+
+KINDS = ("anomaly", "detector")
+
+
+class BundleStore:
+    """Bundle versions on the station's disk, and which of them ran in what order."""
+
+    def __init__(self, root: str | Path, keep: int = 3) -> None:
+        self.root = Path(root)
+        self.keep = keep
+        self._lock = threading.Lock()
+        for d in (*KINDS, "staging"):
+            (self.root / d).mkdir(parents=True, exist_ok=True)
+        for old in (self.root / "staging").iterdir():  # uploads cut short by a restart
+            shutil.rmtree(old, ignore_errors=True)
+
+    # ------------------------------------------------------------------ history
+    def _state(self) -> dict:
+        p = self.root / "active.json"
+        try:
+            data = json.loads(p.read_text()) if p.exists() else {}
+        except json.JSONDecodeError:
+            raise BundleError(f"{p}: unreadable; fix or delete it (the bundles themselves are untouched)") from None
+        return {k: data.get(k, {"history": [], "config_bundle": None}) for k in KINDS}
+
+    def _save(self, state: dict) -> None:
+        p = self.root / "active.json"
+        tmp = p.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=1))
+        tmp.replace(p)
+
+    def history(self, kind: str) -> list[str]:
+        """Versions of ``kind`` that ran here, oldest first; the last one is running."""
+        return list(self._state()[kind]["history"])
+
+    def kind_of(self, version: str) -> str:
+        """Which kind a stored version is."""
+        return "detector" if (self.root / "detector" / version).is_dir() else "anomaly"
+
+    def path(self, kind: str, version: str) -> Path:
+        """Where a stored version lives."""
+        return self.root / kind / version
+
+    def active(self, kind: str, config_bundle: str | None) -> Path | None:
+        """The deployed version to run at start, or None to run the config's bundle.
+
+        A deploy wins over the config only while the config still names the bundle it named at that
+        deploy: an engineer who edits ``bundle:`` afterwards means it."""
+        st = self._state()[kind]
+        if not st["history"] or st.get("config_bundle") != config_bundle:
+            return None
+        p = self.path(kind, st["history"][-1])
+        return p if (p / MANIFEST).is_file() else None
+
+    def activated(self, kind: str, version: str, config_bundle: str | None, *, rollback: bool = False) -> list[str]:
+        """Record that ``version`` now runs (after a rollback, the version rolled back from leaves the history);
+        drop versions beyond ``keep`` from disk. Returns the versions removed."""
+        with self._lock:
+            state = self._state()
+            st = state[kind]
+            hist = st["history"][:-1] if rollback else st["history"]
+            hist = [v for v in hist if v != version] + [version]
+            st["history"], st["config_bundle"] = hist, config_bundle
+            self._save(state)
+            return self._prune(kind, hist)
+
+    def previous(self, kind: str) -> str | None:
+        """The version a rollback would return to."""
+        hist = self.history(kind)
+        return hist[-2] if len(hist) >= 2 else None
+
+    def _prune(self, kind: str, hist: list[str]) -> list[str]:
+        keep = set(hist[-self.keep:])
+        removed = []
+        for d in (self.root / kind).iterdir():
+            if d.is_dir() and d.name not in keep:
+                shutil.rmtree(d, ignore_errors=True)
+                removed.append(d.name)
+        if len(hist) > self.keep:
+            state = self._state()
+            state[kind]["history"] = hist[-self.keep:]
+            self._save(state)
+        return removed
+
+    # ------------------------------------------------------------------ intake
+    def staging(self) -> Path:
+        """A fresh folder to unpack an upload into."""
+        d = self.root / "staging" / uuid.uuid4().hex
+        d.mkdir(parents=True)
+        return d
+
+    def unpack(self, stream: BinaryIO, max_bytes: int) -> Path:
+        """Unpack a (gzipped) tar of a bundle folder into staging; refuse anything but plain files and folders."""
+        dest = self.staging()
+        try:
+            with tarfile.open(fileobj=stream, mode="r|*") as tar:
+                total = 0
+                for member in tar:
+                    parts = [x for x in Path(member.name).parts if x != "."]
+                    if Path(member.name).is_absolute() or ".." in parts:
+                        raise BundleError(f"upload: member {member.name!r} leaves the bundle folder; refused")
+                    if not parts:
+                        continue
+                    name = "/".join(parts)
+                    if member.isdir():
+                        (dest / name).mkdir(parents=True, exist_ok=True)
+                        continue
+                    if not member.isfile():
+                        raise BundleError(f"upload: member {member.name!r} is a link or device; bundles hold plain "
+                                          "files only")
+                    total += member.size
+                    if total > max_bytes:
+                        raise BundleError(f"upload: larger than bundles.max_upload_mb ({max_bytes / 2**20:.0f} MB)")
+                    target = dest / name
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    src = tar.extractfile(member)
+                    with open(target, "wb") as fh:
+                        shutil.copyfileobj(src, fh, 1 << 20)
+        except tarfile.TarError as exc:
+            shutil.rmtree(dest, ignore_errors=True)
+            raise BundleError(f"upload: not a tar archive of a bundle folder ({exc}); send `tar -czf - -C BUNDLE .`") from None
+        except BaseException:
+            shutil.rmtree(dest, ignore_errors=True)
+            raise
+        return dest
+
+    def keep_copy(self, bundle: Bundle) -> tuple[Path, bool]:
+        """Put a verified bundle's files (the manifest's, its signature, nothing else) in the store.
+
+        Returns (its path in the store, whether it was new). A version already stored with the same
+        manifest is reused; one with the same version but another manifest is refused."""
+        kind, version = bundle.manifest.model_kind, bundle.manifest.bundle_version
+        dest = self.path(kind, version)
+        if (dest / MANIFEST).is_file():
+            if (dest / MANIFEST).read_bytes() != (bundle.root / MANIFEST).read_bytes():
+                raise BundleError(f"{bundle.root}: bundle_version {version} is already on this station with a "
+                                  "different manifest; a changed bundle must have a new version")
+            return dest, False
+        tmp = self.root / "staging" / f"copy-{uuid.uuid4().hex}"
+        for name in [*bundle.manifest.files, *(n for n in UNLISTED_OK if n != "enrollment.pt")]:
+            src = bundle.root / name
+            if src.is_file():
+                (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, tmp / name)
+        os.replace(tmp, dest)
+        return dest, True
+
+    def discard(self, path: Path) -> None:
+        """Remove a staged upload or a stored copy that was refused."""
+        if path.is_relative_to(self.root):
+            shutil.rmtree(path, ignore_errors=True)
