@@ -83,6 +83,18 @@ def make_config(tmp_path, bundle_dir, test_images):
     return lambda **sections: station_config(tmp_path, bundle_dir, test_images, **sections)
 
 
+@pytest.fixture()
+def station(make_config):
+    """A station that has replayed the test images (its threads stopped at the end of the test)."""
+    from serving.station.runtime import Station
+
+    st = Station(make_config())
+    st.start()
+    assert st.wait(30)
+    yield st
+    st.stop()
+
+
 @pytest.fixture(scope="session")
 def detector_dir(tmp_path_factory) -> Path:
     """A real but tiny detector bundle (1 epoch on MVTec AD bottle, 160 px, reports from confidence 0.001, so
@@ -112,3 +124,21 @@ def detector_dir(tmp_path_factory) -> Path:
     # what `--json` printed, kept beside the bundle for the test of its keys
     out.with_name(out.name + ".train.json").write_text(printed.getvalue().strip().splitlines()[-1])
     return out
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture()
+def browser():
+    """Debian's Chromium, headless, driven by Playwright, with a fresh temporary profile (the page tests)."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Debian chromium is missing: `apt-get install chromium` (scripts/test.sh installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()

@@ -39,7 +39,8 @@ def register(sub) -> None:
     r.set_defaults(func=cmd_rollback)
     f = sub.add_parser("fleet", help="what runs where")
     fs = f.add_subparsers(dest="fleet_command", required=True, metavar="action")
-    s = fs.add_parser("status", help="every station in the registry: version, stability index, last sync")
+    s = fs.add_parser("status", help="every station in the registry: version, stability index, last sync (only the "
+                                     "--station URLs you give are asked, with your login)")
     s.add_argument("--model", help="only this registered model")
     station_args(s, many=False)
     s.set_defaults(func=cmd_fleet_status)
@@ -66,6 +67,18 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warn_cleartext(urls: list[str]) -> None:
+    """The engineer's password crosses the network in clear to an http:// station that is not this machine."""
+    import sys
+    from urllib.parse import urlparse
+
+    for u in urls:
+        p = urlparse(u)
+        if p.scheme == "http" and p.hostname not in ("127.0.0.1", "localhost", "::1"):
+            print(f"warning: {u} is plain http: the engineer password travels in clear; serve the station with TLS "
+                  "(api.tls_cert / api.tls_key) and use https://", file=sys.stderr)
+
+
 def _print(outcomes, as_json: bool) -> int:
     if as_json:
         print(json.dumps([asdict(o) for o in outcomes]))
@@ -77,6 +90,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     from flows.fleet.deploy import credentials, deploy
 
     quiet = (lambda *_: None) if args.json else print
+    _warn_cleartext(args.station)
     return _print(deploy(args.model, args.station, credentials(args.user, args.password_env, args.ca_cert),
                          load(args), progress=quiet), args.json)
 
@@ -86,6 +100,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     from flows.fleet.deploy import credentials, rollback
 
     quiet = (lambda *_: None) if args.json else print
+    _warn_cleartext(args.station)
     return _print(rollback(args.station, credentials(args.user, args.password_env, args.ca_cert), load(args),
                            args.kind, progress=quiet), args.json)
 
@@ -94,7 +109,8 @@ def cmd_fleet_status(args: argparse.Namespace) -> int:
     """Print the fleet table."""
     from flows.fleet.deploy import credentials, fleet_status
 
-    rows = fleet_status(credentials(args.user, args.password_env, args.ca_cert), load(args), args.model)
+    _warn_cleartext(args.station)
+    rows = fleet_status(credentials(args.user, args.password_env, args.ca_cert), load(args), args.station, args.model)
     if args.json:
         print(json.dumps(rows))
         return 0

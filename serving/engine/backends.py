@@ -12,6 +12,7 @@ True
 from __future__ import annotations
 
 import hashlib
+import logging
 import json
 import os
 import platform
@@ -25,6 +26,9 @@ from serving.engine.bundle import sha256_file
 from serving.errors import BundleError
 
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+log = logging.getLogger("lineguard.engine")
 
 
 class Backend(ABC):
@@ -48,6 +52,14 @@ def ort_cache_dir() -> Path | None:
     return Path(v) if v else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lineguard" / "ort"
 
 
+def _private(path: Path) -> bool:
+    """True when only this user can change ``path``: a cached graph runs unsigned, so nobody else may plant one."""
+    if os.name != "posix":
+        return True
+    st = path.stat()
+    return st.st_uid == os.getuid() and not st.st_mode & 0o022
+
+
 def _machine_key() -> str:
     """What a fully optimised CPU graph depends on besides the model: ORT's version and the CPU's features."""
     import onnxruntime as ort
@@ -65,7 +77,9 @@ class OrtBackend(Backend):
 
     With the graph's ``sha256`` (from the verified manifest), the fully optimised graph is cached per machine
     (:func:`ort_cache_dir`): the next load skips ORT's graph optimisation, the larger part of a cold start. A
-    cached graph is used only if its own hash, recorded beside it, still matches; anything else rebuilds it.
+    cached graph is used only if its own hash, recorded beside it, still matches, and only from a folder and
+    files no other user can write (the cached graph is not covered by the bundle's signature); anything else
+    rebuilds it.
     """
 
     name = "onnxruntime"
@@ -83,17 +97,25 @@ class OrtBackend(Backend):
         path, fresh = Path(onnx_path), None
         cache = ort_cache_dir() if sha256 and wanted == ["CPUExecutionProvider"] else None
         if cache is not None:
+            try:
+                cache.mkdir(mode=0o700, parents=True, exist_ok=True)
+                if not _private(cache):
+                    log.warning("%s: writable by other users, so not used as the graph cache (a planted graph would "
+                                "run unsigned); `chmod 700` it or set LINEGUARD_ORT_CACHE", cache)
+                    cache = None
+            except OSError:
+                cache = None
+        if cache is not None:
             cached = cache / f"{sha256[:32]}-{_machine_key()}.onnx"
             side = cached.with_suffix(".json")
             try:
-                if json.loads(side.read_text())["sha256"] == sha256_file(cached):
+                if _private(cached) and _private(side) and json.loads(side.read_text())["sha256"] == sha256_file(cached):
                     path = cached
                     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
             except (OSError, ValueError, KeyError):
                 pass
             if path != cached:
                 try:
-                    cache.mkdir(parents=True, exist_ok=True)
                     fresh = cached.with_name(f".{cached.stem}.{os.getpid()}.tmp.onnx")
                     opts.optimized_model_filepath = str(fresh)
                     opts.log_severity_level = 3  # not the "hardware-specific graph" warning: it is kept per machine

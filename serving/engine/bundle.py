@@ -19,10 +19,11 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from serving.drift.baseline import Baseline
 from serving.engine.preprocess import InputSpec, Roi
@@ -35,9 +36,11 @@ SUPPORTED_SCHEMAS = (1, 2)  #: a station still runs schema 1 bundles, without dr
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.onnx"  #: the default graph name export writes; stations read ``manifest.model_file``
 BACKBONE_FILE = "bench/backbone.onnx"  #: the backbone alone, for ``lineguard-station bench`` (not run on the line)
-#: files a bundle folder may hold without listing them: the manifest, its signature, and the pipeline's own
-#: training state (the engineer's export folder keeps it; the station never opens it and deploys never carry it)
-UNLISTED_OK = frozenset({MANIFEST, SIGNATURE_FILE, "enrollment.pt"})
+CARRIED = (MANIFEST, SIGNATURE_FILE)  #: unlisted files that travel with a bundle (uploads, the station's store)
+#: files the engineer's export folder may also hold unlisted: the pipeline's training state and DVC's .gitignore;
+#: a station never opens them and a deploy never carries them
+UNLISTED_OK = frozenset({*CARRIED, "enrollment.pt", ".gitignore"})
+VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$"  #: a bundle version also names a folder in the store
 
 
 class ScoreStats(StrictModel):
@@ -93,12 +96,28 @@ class Provenance(StrictModel):
     git_commit: str | None
     mlflow_run_id: str | None = None
     onnx_opset: int
-    created_at: str
+    created_at: str = Field(description="ISO 8601 with its UTC offset: a station orders versions by it")
     lineguard_version: str
     torch_version: str | None = None
     anomalib_version: str | None = None
     parent_version: str | None = Field(None, description="the bundle this one was derived from (recalibration)")
     created_by: str | None = Field(None, description="who made it (user@host)")
+
+    @field_validator("created_at")
+    @classmethod
+    def _aware(cls, v: str) -> str:
+        try:
+            when = datetime.fromisoformat(v)
+        except ValueError:
+            raise ValueError(f"{v!r} is not an ISO 8601 time") from None
+        if when.tzinfo is None:
+            raise ValueError(f"{v!r} has no UTC offset")
+        return v
+
+    @property
+    def created(self) -> datetime:
+        """``created_at`` as a time."""
+        return datetime.fromisoformat(self.created_at)
 
 
 class FileEntry(StrictModel):
@@ -123,7 +142,7 @@ class Manifest(StrictModel):
     """``manifest.json``: everything a station needs to run and trust a bundle."""
 
     schema_version: int
-    bundle_version: str
+    bundle_version: str = Field(pattern=VERSION_PATTERN)
     model_kind: Literal["anomaly", "detector"]
     algorithm: str
     backbone: str
@@ -169,6 +188,7 @@ class Bundle:
     manifest: Manifest
     signature: Signature = field(default_factory=lambda: Signature(False))
     manifest_sha256: str = ""
+    manifest_bytes: bytes = field(default=b"", repr=False)  #: exactly what was verified (copies write these)
 
     def path(self, name: str) -> Path:
         """Absolute path of a file listed in the manifest."""
@@ -264,6 +284,10 @@ def load_bundle(root: str | Path, *, verify_hashes: bool = True, trust: Trust | 
     for section in ("explain", "bench"):
         for role, name in getattr(manifest, section).items():
             _inside(root, name, f"{section}.{role}", mpath)
+            listed = name in manifest.files or (name.endswith("/") and any(f.startswith(name) for f in manifest.files))
+            if not listed:
+                raise BundleError(f"{mpath}: {section}.{role} {name!r} is not listed under 'files' (unverifiable); "
+                                  "re-export the bundle")
     for name in manifest.files:
         _inside(root, name, "file", mpath)
     _check_tree(root, set(manifest.files))
@@ -276,4 +300,5 @@ def load_bundle(root: str | Path, *, verify_hashes: bool = True, trust: Trust | 
                 f"{fpath}: sha256 does not match the manifest (corrupt or modified); "
                 "re-copy or re-export the bundle"
             )
-    return Bundle(root=root, manifest=manifest, signature=signature, manifest_sha256=hashlib.sha256(data).hexdigest())
+    return Bundle(root=root, manifest=manifest, signature=signature, manifest_sha256=hashlib.sha256(data).hexdigest(),
+                  manifest_bytes=data)

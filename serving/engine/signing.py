@@ -16,7 +16,7 @@ import base64
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -120,6 +120,7 @@ class Signature:
     signed: bool
     signer: str | None = None
     key_id: str | None = None
+    raw: bytes = field(default=b"", repr=False)  #: the ``manifest.sig`` bytes that verified (copies write these)
 
     def describe(self) -> str:
         """``signed by pipeline (key 1a2b...)`` or ``unsigned``."""
@@ -134,8 +135,9 @@ def verify_signature(root: Path, manifest_bytes: bytes, trust: Trust) -> Signatu
             return Signature(False)
         raise BundleError(f"{root}: unsigned bundle (no {SIGNATURE_FILE}); export it with a signing key "
                           "(`lineguard keys create`), or set bundles.allow_unsigned: true in the station config")
+    raw = path.read_bytes()
     try:
-        sig = json.loads(path.read_text())
+        sig = json.loads(raw)
         kid, blob = str(sig["key_id"]), base64.b64decode(sig["signature"], validate=True)
     except (ValueError, KeyError, TypeError) as exc:
         raise BundleError(f"{path}: unreadable signature ({type(exc).__name__}); re-export the bundle") from None
@@ -150,4 +152,4 @@ def verify_signature(root: Path, manifest_bytes: bytes, trust: Trust) -> Signatu
     except InvalidSignature:
         raise BundleError(f"{root}: the signature does not match manifest.json (the manifest was changed after "
                           f"signing by {name}); re-export the bundle") from None
-    return Signature(True, name, kid)
+    return Signature(True, name, kid, raw)

@@ -10,7 +10,6 @@ older than the running one is refused unless it is a rollback, which is audited 
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -30,18 +29,50 @@ class BundleControl:
     """Opening, checking and swapping the anomaly and detector bundles (mixed into the Station)."""
 
     def _open_bundles(self) -> None:
-        """At start: the deployed versions where the store has them, else the config's bundles."""
-        cfg = self.cfg
-        anomaly = self.store.active("anomaly", cfg.bundle)
-        self.engine = self._open_engine(load_bundle(anomaly or cfg.bundle, trust=self.trust))
-        detector = self.store.active("detector", cfg.detector_bundle)  # a detector may be deployed to any station
-        self.detector = (self._open_detector(load_bundle(detector or cfg.detector_bundle, trust=self.trust))
-                         if detector or cfg.detector_bundle else None)
+        """At start: the deployed versions where the store has them, else the config's bundles; either way the
+        station runs its own verified copy in the store, and the version it runs is the last of its history."""
+        self.engine = self._open_engine(self._start_bundle("anomaly", self.cfg.bundle))
+        det = self._start_bundle("detector", self.cfg.detector_bundle)
+        self.detector = self._open_detector(det) if det is not None else None
         self._flag_unsigned()
-        for kind, path in (("anomaly", anomaly), ("detector", detector)):
-            if path is not None:
-                log.info("running the deployed %s bundle %s (the config names %s)", kind, path.name,
-                         cfg.bundle if kind == "anomaly" else cfg.detector_bundle)
+
+    def _start_bundle(self, kind: str, config_path: str | None) -> Bundle | None:
+        active = self.store.active(kind, config_path)
+        if active is not None:
+            try:
+                b = load_bundle(active, trust=self.trust)
+                log.info("running the deployed %s bundle %s (the config names %s)", kind, active.name, config_path)
+                return b
+            except BundleError as exc:
+                if config_path is None:
+                    raise
+                self.alarms.raise_("bundle", f"the deployed {kind} bundle cannot run ({exc}); running the config's "
+                                             f"bundle {config_path} instead: deploy again", "warning")
+        if config_path is None:
+            return None
+        b = self._adopt(load_bundle(config_path, trust=self.trust, verify_hashes=False))
+        if self.store.history(kind)[-1:] != [b.manifest.bundle_version]:
+            self.store.activated(kind, b.manifest.bundle_version, config_path)
+        return b
+
+    def _adopt(self, incoming: Bundle) -> Bundle:
+        """The station's own copy of a (signature-checked) bundle, made once per version, verified as it loads,
+        and proven to carry the very manifest that was checked (nothing swapped in between)."""
+        stored, fresh = self.store.keep_copy(incoming)
+        try:
+            copy = load_bundle(stored, trust=self.trust)
+        except BundleError:
+            if fresh:
+                self.store.discard(stored)
+                raise
+            self.store.discard(stored)  # a damaged earlier copy: replace it from the incoming files
+            stored, fresh = self.store.keep_copy(incoming)
+            copy = load_bundle(stored, trust=self.trust)
+        if copy.manifest_sha256 != incoming.manifest_sha256:
+            if fresh:
+                self.store.discard(stored)
+            raise BundleError(f"{incoming.root}: the bundle changed while it was being checked; send it again")
+        return copy
 
     def _flag_unsigned(self) -> None:
         """An unsigned bundle runs only with ``allow_unsigned``, and never quietly."""
@@ -98,24 +129,27 @@ class BundleControl:
         The old bundle verdicts every part until the new one has produced a verdict on the last part seen.
         Returns the new version."""
         with self._control:
-            stored, fresh = None, False
+            bundle = None
+            known = set()
             try:
-                incoming = load_bundle(path, trust=self.trust)
-                kind = incoming.manifest.model_kind
-                self._check_order(incoming, rollback)
-                self._remember_running(kind)
-                stored, fresh = self.store.keep_copy(incoming)
-                bundle = load_bundle(stored, trust=self.trust)  # the copy is what runs: check it, not the upload
-                engine, detector = self.engine, self.detector
-                if kind == "detector":
-                    detector = self._open_detector(bundle)
-                else:
-                    engine = self._open_engine(bundle)
-                rules = self._rules(self.cfg.gate, engine, detector)
-                smoke = self._try_out(engine, detector, rules, kind, path)
+                try:
+                    incoming = load_bundle(path, trust=self.trust, verify_hashes=False)
+                    kind = incoming.manifest.model_kind
+                    known = set(self.store.history(kind))
+                    bundle = self._adopt(incoming)
+                    self._check_order(bundle, rollback)  # on the copy that will run, not on what was sent
+                    engine, detector = self.engine, self.detector
+                    if kind == "detector":
+                        detector = self._open_detector(bundle)
+                    else:
+                        engine = self._open_engine(bundle)
+                    rules = self._rules(self.cfg.gate, engine, detector)
+                    smoke = self._try_out(engine, detector, rules, kind, path)
+                except (OSError, ValueError, TypeError) as exc:
+                    raise BundleError(f"{path}: cannot be used ({type(exc).__name__}: {exc})") from exc
             except LineguardError as exc:
-                if fresh and stored is not None:
-                    self.store.discard(stored)
+                if bundle is not None and bundle.manifest.bundle_version not in known:
+                    self.store.discard(bundle.root)
                 self.audit.append(user, "bundle_refused", {"path": str(path), "reason": str(exc),
                                                            "rollback": rollback})
                 self.alarms.raise_("bundle", f"new bundle refused, still running "
@@ -156,13 +190,6 @@ class BundleControl:
     def _config_bundle(self, kind: str) -> str | None:
         return self.cfg.bundle if kind == "anomaly" else self.cfg.detector_bundle
 
-    def _remember_running(self, kind: str) -> None:
-        """Keep the running bundle in the store before the first switch, so a rollback can return to it."""
-        cur = self.running(kind)
-        if cur is not None and not self.store.history(kind):
-            self.store.keep_copy(cur)
-            self.store.activated(kind, cur.manifest.bundle_version, self._config_bundle(kind))
-
     def _check_order(self, incoming: Bundle, rollback: bool) -> None:
         """Refuse a bundle older than the running one (unless a rollback), and a changed bundle under an old name."""
         cur = self.running(incoming.manifest.model_kind)
@@ -172,8 +199,7 @@ class BundleControl:
         if new_m.bundle_version == cur_m.bundle_version and incoming.manifest_sha256 != cur.manifest_sha256:
             raise BundleError(f"{incoming.root}: bundle_version {new_m.bundle_version} is running with a different "
                               "manifest; a changed bundle must be re-exported under a new version")
-        older = datetime.fromisoformat(new_m.provenance.created_at) < datetime.fromisoformat(cur_m.provenance.created_at)
-        if older and not rollback:
+        if new_m.provenance.created < cur_m.provenance.created and not rollback:
             raise BundleError(f"{incoming.root}: {new_m.bundle_version} is older than the running "
                               f"{cur_m.bundle_version} (created {new_m.provenance.created_at}); a downgrade is "
                               "refused unless it is a rollback (`lineguard rollback`, audited)")

@@ -18,19 +18,50 @@ and anything but plain files and folders, and stops at the size limit.
 
 from __future__ import annotations
 
-import json
+import hashlib
 import os
 import shutil
 import tarfile
 import threading
 import uuid
 from pathlib import Path
-from typing import BinaryIO
+from typing import Annotated, BinaryIO
 
-from serving.engine.bundle import MANIFEST, UNLISTED_OK, Bundle
+from pydantic import Field, ValidationError
+
+from serving.engine.bundle import MANIFEST, VERSION_PATTERN, Bundle
+from serving.engine.signing import SIGNATURE_FILE
 from serving.errors import BundleError
+from serving.strict import StrictModel, error_lines
 
 KINDS = ("anomaly", "detector")
+MAX_MEMBERS = 20_000  #: an upload with more entries is refused (a bundle has a few hundred)
+MAX_HEADER = 64 * 1024  #: tar extension headers (long names, pax records) larger than this are refused
+
+
+class KindHistory(StrictModel):
+    """One kind's versions, oldest first, and the config's bundle path when the last one was deployed."""
+
+    history: list[Annotated[str, Field(pattern=VERSION_PATTERN)]] = Field(
+        [], description="versions that ran here; the last one runs now")
+    config_bundle: str | None = None
+
+
+class StoreState(StrictModel):
+    """``active.json``."""
+
+    anomaly: KindHistory = KindHistory()
+    detector: KindHistory = KindHistory()
+
+
+class _BoundedInfo(tarfile.TarInfo):
+    """A tar member whose extension headers (read whole into memory by tarfile) are size-limited."""
+
+    def _proc_member(self, tarfile_):  # tarfile's own hook, called with the header's size before its data is read
+        if self.type in (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK) \
+                and self.size > MAX_HEADER:
+            raise tarfile.HeaderError(f"an extension header of {self.size} bytes (limit {MAX_HEADER})")
+        return super()._proc_member(tarfile_)
 
 
 class BundleStore:
@@ -46,23 +77,23 @@ class BundleStore:
             shutil.rmtree(old, ignore_errors=True)
 
     # ------------------------------------------------------------------ history
-    def _state(self) -> dict:
+    def _state(self) -> StoreState:
         p = self.root / "active.json"
         try:
-            data = json.loads(p.read_text()) if p.exists() else {}
-        except json.JSONDecodeError:
-            raise BundleError(f"{p}: unreadable; fix or delete it (the bundles themselves are untouched)") from None
-        return {k: data.get(k, {"history": [], "config_bundle": None}) for k in KINDS}
+            return StoreState.model_validate_json(p.read_bytes()) if p.exists() else StoreState()
+        except ValidationError as exc:
+            raise BundleError(f"{p}: unreadable ({error_lines(exc, model=StoreState)[0]}); fix or delete it (the "
+                              "stored bundles are untouched; without it the station runs its config's bundle)") from None
 
-    def _save(self, state: dict) -> None:
+    def _save(self, state: StoreState) -> None:
         p = self.root / "active.json"
         tmp = p.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=1))
+        tmp.write_text(state.model_dump_json(indent=1))
         tmp.replace(p)
 
     def history(self, kind: str) -> list[str]:
         """Versions of ``kind`` that ran here, oldest first; the last one is running."""
-        return list(self._state()[kind]["history"])
+        return list(getattr(self._state(), kind).history)
 
     def kind_of(self, version: str) -> str:
         """Which kind a stored version is."""
@@ -77,10 +108,10 @@ class BundleStore:
 
         A deploy wins over the config only while the config still names the bundle it named at that
         deploy: an engineer who edits ``bundle:`` afterwards means it."""
-        st = self._state()[kind]
-        if not st["history"] or st.get("config_bundle") != config_bundle:
+        st = getattr(self._state(), kind)
+        if not st.history or st.config_bundle != config_bundle:
             return None
-        p = self.path(kind, st["history"][-1])
+        p = self.path(kind, st.history[-1])
         return p if (p / MANIFEST).is_file() else None
 
     def activated(self, kind: str, version: str, config_bundle: str | None, *, rollback: bool = False) -> list[str]:
@@ -88,17 +119,18 @@ class BundleStore:
         drop versions beyond ``keep`` from disk. Returns the versions removed."""
         with self._lock:
             state = self._state()
-            st = state[kind]
-            hist = st["history"][:-1] if rollback else st["history"]
-            hist = [v for v in hist if v != version] + [version]
-            st["history"], st["config_bundle"] = hist, config_bundle
+            st = getattr(state, kind)
+            hist = st.history[:-1] if rollback else st.history
+            st.history, st.config_bundle = [v for v in hist if v != version] + [version], config_bundle
             self._save(state)
-            return self._prune(kind, hist)
+            return self._prune(kind, st.history)
 
     def previous(self, kind: str) -> str | None:
-        """The version a rollback would return to."""
-        hist = self.history(kind)
-        return hist[-2] if len(hist) >= 2 else None
+        """The version a rollback would return to: the latest earlier one still on disk."""
+        for v in reversed(self.history(kind)[:-1]):
+            if (self.path(kind, v) / MANIFEST).is_file():
+                return v
+        return None
 
     def _prune(self, kind: str, hist: list[str]) -> list[str]:
         keep = set(hist[-self.keep:])
@@ -109,7 +141,7 @@ class BundleStore:
                 removed.append(d.name)
         if len(hist) > self.keep:
             state = self._state()
-            state[kind]["history"] = hist[-self.keep:]
+            getattr(state, kind).history = hist[-self.keep:]
             self._save(state)
         return removed
 
@@ -124,9 +156,11 @@ class BundleStore:
         """Unpack a (gzipped) tar of a bundle folder into staging; refuse anything but plain files and folders."""
         dest = self.staging()
         try:
-            with tarfile.open(fileobj=stream, mode="r|*") as tar:
+            with tarfile.open(fileobj=stream, mode="r|*", tarinfo=_BoundedInfo) as tar:
                 total = 0
-                for member in tar:
+                for count, member in enumerate(tar, 1):
+                    if count > MAX_MEMBERS:
+                        raise BundleError(f"upload: more than {MAX_MEMBERS} entries; not a bundle")
                     parts = [x for x in Path(member.name).parts if x != "."]
                     if Path(member.name).is_absolute() or ".." in parts:
                         raise BundleError(f"upload: member {member.name!r} leaves the bundle folder; refused")
@@ -147,36 +181,62 @@ class BundleStore:
                     src = tar.extractfile(member)
                     with open(target, "wb") as fh:
                         shutil.copyfileobj(src, fh, 1 << 20)
-        except tarfile.TarError as exc:
+        except (tarfile.TarError, EOFError, ValueError, UnicodeError) as exc:
             shutil.rmtree(dest, ignore_errors=True)
             raise BundleError(f"upload: not a tar archive of a bundle folder ({exc}); send `tar -czf - -C BUNDLE .`") from None
+        except OSError as exc:
+            shutil.rmtree(dest, ignore_errors=True)
+            raise BundleError(f"upload: cannot unpack into {dest.parent} ({exc.strerror or exc}); check the station's "
+                              "disk and the archive's names") from None
         except BaseException:
             shutil.rmtree(dest, ignore_errors=True)
             raise
         return dest
 
     def keep_copy(self, bundle: Bundle) -> tuple[Path, bool]:
-        """Put a verified bundle's files (the manifest's, its signature, nothing else) in the store.
+        """Put a verified bundle in the store: exactly the manifest bytes that were verified, and each listed file,
+        hashed while it is copied (a file changed since verification is refused). Returns (path, whether new).
 
-        Returns (its path in the store, whether it was new). A version already stored with the same
-        manifest is reused; one with the same version but another manifest is refused."""
+        A version already stored with the same manifest is reused (the caller verifies it as it loads); one with
+        the same version but another manifest is refused."""
         kind, version = bundle.manifest.model_kind, bundle.manifest.bundle_version
         dest = self.path(kind, version)
         if (dest / MANIFEST).is_file():
-            if (dest / MANIFEST).read_bytes() != (bundle.root / MANIFEST).read_bytes():
+            if (dest / MANIFEST).read_bytes() != bundle.manifest_bytes:
                 raise BundleError(f"{bundle.root}: bundle_version {version} is already on this station with a "
                                   "different manifest; a changed bundle must have a new version")
             return dest, False
         tmp = self.root / "staging" / f"copy-{uuid.uuid4().hex}"
-        for name in [*bundle.manifest.files, *(n for n in UNLISTED_OK if n != "enrollment.pt")]:
-            src = bundle.root / name
-            if src.is_file():
+        try:
+            for name, entry in bundle.manifest.files.items():
                 (tmp / name).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(src, tmp / name)
-        os.replace(tmp, dest)
+                if _copy_hashed(bundle.root / name, tmp / name) != entry.sha256:
+                    raise BundleError(f"{bundle.root / name}: changed since it was verified; copy the bundle again")
+            (tmp / MANIFEST).write_bytes(bundle.manifest_bytes)
+            if bundle.signature.signed:
+                (tmp / SIGNATURE_FILE).write_bytes(bundle.signature.raw)
+            shutil.rmtree(dest, ignore_errors=True)  # a damaged earlier copy without its manifest
+            os.replace(tmp, dest)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise BundleError(f"{dest}: cannot keep a copy of the bundle ({exc.strerror or exc}); check the "
+                              "station's disk") from None
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         return dest, True
 
     def discard(self, path: Path) -> None:
         """Remove a staged upload or a stored copy that was refused."""
         if path.is_relative_to(self.root):
             shutil.rmtree(path, ignore_errors=True)
+
+
+def _copy_hashed(src: Path, dst: Path) -> str:
+    """Copy ``src`` to ``dst`` and return the sha256 of the bytes copied."""
+    h = hashlib.sha256()
+    with open(src, "rb") as fi, open(dst, "wb") as fo:
+        for block in iter(lambda: fi.read(1 << 20), b""):
+            h.update(block)
+            fo.write(block)
+    return h.hexdigest()

@@ -2,8 +2,9 @@
 
 The bundle carries thumbnails of the normals it was enrolled on (``explain/normals``). Scored by the
 new engine on this station, they must look like the normals its own calibration describes: most
-below its threshold, and their median near the calibrated normal median. A bundle scored with the
-wrong preprocessing, a wrong threshold or a graph that does not match its manifest fails here,
+below its threshold, the threshold not far above them, and their median near the calibrated normal
+median. A bundle scored with the wrong preprocessing, a threshold far too low or too high, or a
+graph that does not match its manifest fails here,
 off the line, while the old bundle keeps inspecting.
 
 >>> result = smoke_test(engine)      # doctest: +SKIP
@@ -23,6 +24,7 @@ from serving.engine.preprocess import normalize, resize
 
 MAX_ABOVE = 0.25  #: at most this fraction of the stored normals may score above the bundle's own threshold
 MEDIAN_RATIO = (0.5, 2.0)  #: their median, divided by the calibrated normal median, must lie in this range
+MAX_HEADROOM = 10.0  #: the threshold may be at most this many times the normals' median (else defects pass)
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,9 @@ def smoke_test(engine, n: int = 8) -> SmokeResult:
             f"threshold {t.image:.4g}")
     if above > MAX_ABOVE * len(scores):
         return SmokeResult(False, f"{what}: the bundle would reject its own normals", scores)
+    if median > 0 and t.image / median > MAX_HEADROOM:
+        return SmokeResult(False, f"{what}: the threshold is {t.image / median:.0f}x its normals' median; "
+                                  "defects would pass", scores)
     lo, hi = MEDIAN_RATIO
     if ref > 0 and not lo <= median / ref <= hi:
         return SmokeResult(False, f"{what}: scores are {median / ref:.2f}x its own calibration", scores)

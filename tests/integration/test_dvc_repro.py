@@ -30,7 +30,9 @@ def test_dvc_repro_on_the_embedded_default(tmp_path):
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
 
     def run(*cmd):
-        return subprocess.run(cmd, cwd=proj, env=env, capture_output=True, text=True, check=True).stdout
+        r = subprocess.run(cmd, cwd=proj, env=env, capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        return r.stdout
 
     run("git", "init", "-q")
     run("dvc", "init", "-q")

@@ -104,8 +104,8 @@ def test_deploy_refuse_rollback_and_fleet_status(tmp_path, make_config, bundle_d
         assert "deployed.line-a" in c.get_model_version("lineguard-fleet", versions["v1"]).tags
 
         # 4. the fleet at a glance
-        assert lineguard(["fleet", "status", "--user", "eddie", "--json", f"tracking.uri={uri}",
-                          "tracking.enabled=true"]) == 0
+        assert lineguard(["fleet", "status", "--station", a, "--station", b, "--user", "eddie", "--json",
+                          f"tracking.uri={uri}", "tracking.enabled=true"]) == 0
         rows = {r["station_id"]: r for r in json.loads(capsys.readouterr().out.strip().splitlines()[-1])}
         assert rows["line-a"]["running"] == v1 and rows["line-b"]["running"] == v2
         assert all(r["reachable"] and r["matches_registry"] for r in rows.values())

@@ -104,7 +104,7 @@ def test_replay_writes_overlays_of_escapes_too(bottle_bundle, small_bottle, tmp_
 
 def _strict_station(tmp, bundle, data):
     cfg = {"station_id": "x", "bundle": str(bundle), "source": {"kind": "replay", "path": str(data / "test")},
-           "gate": {"sop": [{"name": "bypass", "action": "pass_all"}]}}
+           "gate": {"sop": [{"name": "bypass", "action": "pass_all"}]}, "bundles": {"allow_unsigned": True}}
     p = tmp / "station.yaml"
     p.write_text(yaml.safe_dump(cfg))
     return p

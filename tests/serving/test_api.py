@@ -7,16 +7,6 @@ from fastapi.testclient import TestClient
 
 from serving.api import create_app
 from serving.station.audit import verify_chain
-from serving.station.runtime import Station
-
-
-@pytest.fixture()
-def station(make_config):
-    st = Station(make_config())
-    st.start()
-    assert st.wait(30)
-    yield st
-    st.stop()
 
 
 @pytest.fixture()

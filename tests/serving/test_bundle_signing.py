@@ -6,7 +6,6 @@ of versions, rollback and the smoke test on stored normals.
 """
 
 import io
-import json
 import os
 import subprocess
 import sys
@@ -34,15 +33,6 @@ def tar_of(bundle: Path) -> bytes:
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         tar.add(bundle, arcname=".")
     return buf.getvalue()
-
-
-@pytest.fixture()
-def station(make_config):
-    st = Station(make_config())
-    st.start()
-    assert st.wait(30)
-    yield st
-    st.stop()
 
 
 @pytest.fixture()
@@ -207,7 +197,7 @@ def test_smoke_test_refuses_a_signed_bundle_that_rejects_its_own_normals(station
 def test_unsigned_bundle_runs_only_when_allowed_and_never_quietly(make_config, bundle_copy):
     (bundle_copy / SIGNATURE_FILE).unlink()
     with pytest.raises(BundleError, match="unsigned bundle"):
-        Station(make_config(**{"bundle": str(bundle_copy)}))
+        Station(make_config(bundle=str(bundle_copy)))
     st = Station(make_config(bundle=str(bundle_copy), bundles={"allow_unsigned": True}))
     try:
         assert st.alarms.is_active("unsigned_bundle")

@@ -2,36 +2,20 @@
 a page that never shows a green PASS while parts are unprotected, layouts from a panel to a wall screen."""
 
 import shutil
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from browser import SHOTS, new_page, serve
+from browser import log_in as shared_log_in
 from helpers import ROOT
-from serving.api import create_app
 from serving.errors import LineguardError
 from serving.station.runtime import Station
 from services import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.services]
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-SHOTS = ROOT / "docs" / "screenshots"
 SIZES = [(800, 480), (1280, 800), (1920, 1080)]
-
-
-def serve(station):
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(create_app(station), host="127.0.0.1", port=station.cfg.api.port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    return server, thread
 
 
 @pytest.fixture()
@@ -45,29 +29,8 @@ def served(make_config):
     station.stop()
 
 
-@pytest.fixture()
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Debian chromium is missing: `apt-get install chromium` (scripts/test.sh installs it)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)  # fresh temp profile
-        yield b
-        b.close()
-
-
-def new_page(browser, **kw):
-    # the page's own CSP forbids eval, which Playwright's wait_for_function needs; the header itself is tested
-    return browser.new_context(bypass_csp=True, **kw).new_page()
-
-
 def log_in(page, url, user="olga", pw="op-pass"):
-    page.goto(url)
-    page.fill("#user", user)
-    page.fill("#pass", pw)
-    page.click("button[type=submit]")
-    page.wait_for_selector("#app:not([hidden])")
+    shared_log_in(page, url, user, pw)
 
 
 def test_review_by_touch_and_by_key_and_the_session_survives_a_reload(served, browser, capsys):

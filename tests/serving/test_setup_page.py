@@ -4,16 +4,14 @@ mouse and saved into the config file, a baseline captured as PNGs, a signal test
 pulse, a checklist that survives a reload. Browser and station are started as in test_operator_page.py."""
 
 import json
-import shutil
-import threading
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from helpers import ROOT
-from serving.api import create_app
+from browser import SHOTS, new_page, serve
+from browser import log_in as shared_log_in
 from serving.config import load_config, read_yaml
 from serving.engine.preprocess import Roi
 from serving.images import read_image
@@ -21,48 +19,11 @@ from serving.station.runtime import Station
 from services import events, free_port, plc_sim
 
 pytestmark = [pytest.mark.slow, pytest.mark.services]
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-SHOTS = ROOT / "docs" / "screenshots"
 ROI_COMMENT = "# x,y,w,h of the camera frame (kept by setup mode)"
 
 
-def serve(station):
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(create_app(station), host="127.0.0.1", port=station.cfg.api.port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    return server, thread
-
-
-@pytest.fixture()
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Debian chromium is missing: `apt-get install chromium` (scripts/test.sh installs it)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)  # fresh temp profile
-        yield b
-        b.close()
-
-
-def new_page(browser, **kw):
-    # the page's own CSP forbids eval, which Playwright's wait_for_function needs; a test below runs without bypass
-    return browser.new_context(bypass_csp=True, **kw).new_page()
-
-
 def log_in(page, url, user="eddie", pw="eng-pass"):
-    page.goto(url)
-    page.fill("#user", user)
-    page.fill("#pass", pw)
-    page.click("button[type=submit]")
-    page.wait_for_selector("#app:not([hidden])")
+    shared_log_in(page, url, user, pw)
 
 
 def config_file(tmp: Path, cfg) -> Path:

@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse, Response
 from serving.api.deps import station
 
 STATIC = Path(__file__).resolve().parents[1] / "static"
-ASSETS = {"operator.js": "text/javascript", "operator.css": "text/css", "setup.js": "text/javascript",
+ASSETS = {"session.js": "text/javascript", "operator.js": "text/javascript", "operator.css": "text/css", "setup.js": "text/javascript",
           "setup.css": "text/css"}
 router = APIRouter(tags=["ops"])
 

@@ -1,19 +1,8 @@
 // Lineguard operator page. Everything shown as text goes through textContent: data is never markup.
 "use strict";
-const $ = (id) => document.getElementById(id);
-let token = sessionStorage.getItem("lg_token");
 let items = [], sel = 0, cls = null, lastSeq = null, timers = [];
 let cap = null, capOut = new Set(), capSel = 0, capKey = "", lastState = null;
 const blobs = {};
-
-async function api(path, opts = {}) {
-  opts.headers = Object.assign({"Content-Type": "application/json"}, opts.headers || {},
-                               token ? {Authorization: "Bearer " + token} : {});
-  const r = await fetch(path, opts);
-  if (r.status === 401) { logout(); throw new Error("session ended: log in again"); }
-  if (!r.ok) throw new Error((await r.json().catch(() => ({detail: r.statusText}))).detail);
-  return r.json();
-}
 
 async function image(el, path) {
   const r = await fetch(path, {headers: {Authorization: "Bearer " + token}});
@@ -28,17 +17,6 @@ function show(loggedIn) {
   timers.forEach(clearInterval); timers = [];
   if (loggedIn) { tick(); loadReview(); timers = [setInterval(tick, 400), setInterval(loadReview, 3000), setInterval(loadCapture, 3000)]; loadCapture(); }
 }
-
-function logout() { token = null; sessionStorage.removeItem("lg_token"); show(false); }
-
-$("login").onsubmit = async (e) => {
-  e.preventDefault();
-  try {
-    const r = await api("/api/login", {method: "POST", body: JSON.stringify({username: $("user").value, password: $("pass").value})});
-    token = r.token; sessionStorage.setItem("lg_token", token); $("pass").value = ""; show(true);
-  } catch (err) { $("msg").textContent = err.message; }
-};
-$("logout").onclick = logout;
 
 function chip(el, state) { el.className = "chip " + state; }
 
@@ -309,4 +287,4 @@ document.addEventListener("keydown", (e) => {
   else if (k === "f") decide("defect");
 });
 
-show(!!token);
+startSession(show);

@@ -1,34 +1,13 @@
 // Lineguard setup page. Data is shown through textContent and drawn on canvases: never inserted as markup.
 "use strict";
-const $ = (id) => document.getElementById(id);
-let token = sessionStorage.getItem("lg_token");  // the same session as the operator page
 let timers = [], lastSeq = null, frameUrl = null, frameSize = null, view = null, focusTrail = [];
 let savedRoi = null, drawn = null, dragFrom = null, trailKey = null;
-
-async function api(path, opts = {}) {
-  opts.headers = Object.assign({"Content-Type": "application/json"}, opts.headers || {},
-                               token ? {Authorization: "Bearer " + token} : {});
-  const r = await fetch(path, opts);
-  if (r.status === 401) { logout(); throw new Error("session ended: log in again"); }
-  if (!r.ok) throw new Error((await r.json().catch(() => ({detail: r.statusText}))).detail);
-  return r.json();
-}
 
 function show(loggedIn) {
   $("login").hidden = loggedIn; $("app").hidden = !loggedIn;
   timers.forEach(clearInterval); timers = [];
   if (loggedIn) { refresh(); live(); timers = [setInterval(live, 500), setInterval(refresh, 1000)]; }
 }
-function logout() { token = null; sessionStorage.removeItem("lg_token"); show(false); }
-$("login").onsubmit = async (e) => {
-  e.preventDefault();
-  try {
-    const r = await api("/api/login", {method: "POST", body: JSON.stringify({username: $("user").value, password: $("pass").value})});
-    token = r.token; sessionStorage.setItem("lg_token", token); $("pass").value = ""; show(true);
-  } catch (err) { $("msg").textContent = err.message; }
-};
-$("logout").onclick = logout;
-
 function say(el, text, bad) { el.textContent = text; el.classList.toggle("err", !!bad); }
 const time = (t) => t ? new Date(t * 1000).toLocaleTimeString() : "";
 const age = (s) => s == null ? "–" : s < 120 ? Math.round(s) + " s" : s < 7200 ? Math.round(s / 60) + " min" : (s / 3600).toFixed(1) + " h";
@@ -237,4 +216,4 @@ function renderChecklist(items, error, canEdit) {
   }
 }
 
-show(!!token);
+startSession(show);
