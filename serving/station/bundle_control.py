@@ -133,7 +133,7 @@ class BundleControl:
             known = set()
             try:
                 try:
-                    incoming = load_bundle(path, trust=self.trust, verify_hashes=False)
+                    incoming = load_bundle(path, trust=self.trust)  # a corrupt copy is named, even of a stored version
                     kind = incoming.manifest.model_kind
                     known = set(self.store.history(kind))
                     bundle = self._adopt(incoming)

@@ -2,7 +2,6 @@
 schedule served against a real Prefect server that the project's scheduler starts."""
 
 import json
-import os
 import time
 import urllib.request
 
