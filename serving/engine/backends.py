@@ -60,6 +60,22 @@ def _private(path: Path) -> bool:
     return st.st_uid == os.getuid() and not st.st_mode & 0o022
 
 
+#: optimised graphs kept in the cache (most recently used first): a station's stored bundles and a few more
+ORT_CACHE_KEEP = 8
+
+
+def _prune_cache(cache: Path, keep: int = ORT_CACHE_KEEP) -> None:
+    """Delete all but the ``keep`` most recently used cached graphs (with their hash files): every deployed
+    version adds one, and a station's disk is for its evidence."""
+    graphs = sorted(cache.glob("*.onnx"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    for old in graphs[keep:]:
+        for f in (old, old.with_suffix(".json")):
+            try:
+                f.unlink(missing_ok=True)
+            except OSError:  # in use elsewhere or read-only: the next prune tries again
+                pass
+
+
 def _machine_key() -> str:
     """What a fully optimised CPU graph depends on besides the model: ORT's version and the CPU's features."""
     import onnxruntime as ort
@@ -112,6 +128,7 @@ class OrtBackend(Backend):
                 if _private(cached) and _private(side) and json.loads(side.read_text())["sha256"] == sha256_file(cached):
                     path = cached
                     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+                    os.utime(cached)  # most recently used: the last to be pruned
             except (OSError, ValueError, KeyError):
                 pass
             if path != cached:
@@ -126,6 +143,7 @@ class OrtBackend(Backend):
             try:  # the hash first, then the graph: a reader never sees a graph without its hash
                 cached.with_suffix(".json").write_text(json.dumps({"sha256": sha256_file(fresh), "source": sha256}))
                 os.replace(fresh, cached)
+                _prune_cache(cache)
             except OSError:
                 fresh.unlink(missing_ok=True)
         self.cached = path != Path(onnx_path)

@@ -104,3 +104,23 @@ def test_the_optimised_graph_is_cached_per_machine_and_a_tampered_cache_is_not_u
     assert AnomalyEngine.load(bundle_dir).backend.cached  # ... and cached again
     monkeypatch.setenv("LINEGUARD_ORT_CACHE", "off")
     assert not AnomalyEngine.load(bundle_dir).backend.cached
+
+
+def test_the_graph_cache_keeps_only_the_most_recently_used_graphs(bundle_dir, tmp_path, monkeypatch):
+    """Every deployed version adds an optimised graph; the cache must not fill a station's disk."""
+    import os
+
+    from serving.engine import backends
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("LINEGUARD_ORT_CACHE", str(cache))
+    cache.mkdir(mode=0o700)
+    for i in range(backends.ORT_CACHE_KEEP + 3):  # older versions' graphs, oldest first
+        for suffix in (".onnx", ".json"):
+            (cache / f"old{i:02d}{suffix}").write_text("x")
+            os.utime(cache / f"old{i:02d}{suffix}", (1_000 + i, 1_000 + i))
+    AnomalyEngine.load(bundle_dir)  # optimises and caches this bundle's graph, then prunes
+    kept = sorted(p.stem for p in cache.glob("*.onnx"))
+    assert len(kept) == backends.ORT_CACHE_KEEP and not any(k.startswith("old0") and k < "old04" for k in kept)
+    assert sorted(p.stem for p in cache.glob("*.json")) == kept  # hash files go with their graphs
+    assert AnomalyEngine.load(bundle_dir).backend.cached  # the newest one is among those kept
