@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from flows.data.prepare import ElpvParams
 from serving.errors import ConfigError
@@ -37,7 +37,8 @@ class ModelParams(StrictModel):
     backbone: str = "tf_efficientnet_lite0"
     weights: str | None = None
     layers: list[str] = ["blocks.2", "blocks.4"]
-    input_size: int = Field(224, ge=32, le=1024)
+    input_size: int | str = Field(224, description="the model's input: a square side in pixels, or WxH (e.g. "
+                                                   "448x112) so a long, narrow part keeps its aspect")
     roi: str | None = Field(None, description="x,y,w,h in source pixels, or null for the whole image")
     coreset_ratio: float = Field(0.1, gt=0.0, le=1.0)
     coreset_chunk: int = Field(16384, ge=256)
@@ -45,6 +46,35 @@ class ModelParams(StrictModel):
     fingerprint_dims: int = Field(32, ge=1, le=256, description="length of the per-part fingerprint for drift")
     batch_size: int = Field(16, gt=0)
     seed: int = 0
+
+    @field_validator("input_size")
+    @classmethod
+    def _size(cls, v: int | str) -> int | str:
+        h, w = input_hw(v)
+        if not (32 <= h <= 1024 and 32 <= w <= 1024):
+            raise ValueError(f"{v}: each side must be 32-1024 pixels")
+        return v
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        """(height, width) of the model's input."""
+        return input_hw(self.input_size)
+
+
+def input_hw(size: int | str) -> tuple[int, int]:
+    """(height, width) of ``model.input_size``: an int (square) or ``"WxH"``.
+
+    >>> input_hw(224), input_hw("448x112")
+    ((224, 224), (112, 448))
+    """
+    if isinstance(size, int):
+        return size, size
+    parts = str(size).lower().replace(" ", "").split("x")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        if len(parts) == 1 and parts[0].isdigit():
+            return int(parts[0]), int(parts[0])
+        raise ValueError(f"{size!r}: write the input size as one number (square) or WxH, e.g. 448x112")
+    return int(parts[1]), int(parts[0])
 
 
 class EnrollParams(StrictModel):

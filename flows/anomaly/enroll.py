@@ -72,11 +72,12 @@ def fold_of(n: int, folds: int, seed: int) -> np.ndarray:
 
 
 def to_uint8_crops(x: np.ndarray, spec: InputSpec, size: int | None = None) -> np.ndarray:
-    """Invert the normalisation: engine inputs back to uint8 RGB crops (optionally resized)."""
+    """Invert the normalisation: engine inputs back to uint8 RGB crops (optionally ``size`` on the long side)."""
     img = x.transpose(0, 2, 3, 1) * np.asarray(spec.std, np.float32) + np.asarray(spec.mean, np.float32)
     img = (img / spec.scale).round().clip(0, 255).astype(np.uint8)
     if size:
-        img = np.stack([resize(i, size, size) for i in img])
+        k = size / max(spec.height, spec.width)
+        img = np.stack([resize(i, max(1, round(spec.height * k)), max(1, round(spec.width * k))) for i in img])
     return img
 
 
@@ -158,7 +159,7 @@ def enroll(data_dir: str | Path, params: Params, out_dir: str | Path, *, progres
     """
     t0 = time.perf_counter()
     mp = params.model
-    spec = InputSpec(height=mp.input_size, width=mp.input_size)
+    spec = InputSpec(height=mp.input_hw[0], width=mp.input_hw[1])
     roi = Roi.parse(mp.roi)
     ds = scan_dataset(data_dir, min_train=params.enroll.min_good_images)
     x, paths, bad = load_tensors(ds.train, spec, roi, skip_corrupt=params.enroll.skip_corrupt, desc="load")
@@ -180,7 +181,7 @@ def build(x: np.ndarray, paths: list[Path], params: Params, out_dir: str | Path,
     """Enroll preprocessed normals ``x`` [N,3,H,W]: bank, k-fold unseen scores, thresholds, fingerprint, baseline."""
     t_load = time.perf_counter()
     mp, cp = params.model, params.calibration
-    spec = InputSpec(height=mp.input_size, width=mp.input_size)
+    spec = InputSpec(height=mp.input_hw[0], width=mp.input_hw[1])
     roi = Roi.parse(mp.roi)
     model = build_model(mp.algorithm, mp.backbone, mp.layers, weights=mp.weights,
                         padim_features=mp.padim_features, seed=mp.seed)

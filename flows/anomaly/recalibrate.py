@@ -280,8 +280,8 @@ def _incremental(model, ckpt: dict, emb: torch.Tensor, d_old: torch.Tensor, x: n
         "state_dict": model.state_dict(), "bank_source": np.concatenate([ckpt["bank_source"], new_source]),
         "enroll_files": [*ckpt["enroll_files"], *[q.name for q in paths]],
         "folds": np.concatenate([ckpt["folds"], folds]),
-        "thumbnails": np.concatenate([ckpt["thumbnails"], np.stack([resize(c, p.export.thumbnail_px,
-                                                                              p.export.thumbnail_px) for c in crops])]),
+        "thumbnails": np.concatenate([ckpt["thumbnails"],  # the same shape as the enrolled ones (aspect kept)
+                                      np.stack([resize(c, *ckpt["thumbnails"].shape[1:3]) for c in crops])]),
         "parity_crops": np.concatenate([ckpt["parity_crops"][: p.export.parity_images // 2],
                                         crops[: p.export.parity_images - p.export.parity_images // 2]]),
         "thresholds": t.model_dump(mode="json"), "unseen_scores": all_scores, "pooled": pooled, "embed_mean": mean,

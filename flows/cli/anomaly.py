@@ -42,8 +42,8 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     scan_dataset(data, min_train=params.enroll.min_good_images)  # layout and counts, before torch is imported
     from serving.engine.preprocess import InputSpec, Roi, check_roi_scale
 
-    size = params.model.input_size
-    check_roi_scale(Roi.parse(params.model.roi), InputSpec(height=size, width=size), source="model.roi")
+    h, w = params.model.input_hw
+    check_roi_scale(Roi.parse(params.model.roi), InputSpec(height=h, width=w), source="model.roi")
     fresh_output(args.out, args.force or args.no_export)
     from flows.anomaly.enroll import enroll, set_run_id
 

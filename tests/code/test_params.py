@@ -25,3 +25,11 @@ def test_override_and_error_names_the_field(tmp_path):
     bad.write_text("modle: {}\n")
     with pytest.raises(ConfigError, match="modle"):
         load_params(bad)
+
+
+def test_input_size_is_a_square_side_or_w_x_h_and_a_bad_one_is_named():
+    assert load_params(None, {"model.input_size": 256}).model.input_hw == (256, 256)
+    assert load_params(None, {"model.input_size": "448x112"}).model.input_hw == (112, 448)
+    for bad, why in (("448x16", "32-1024"), ("wide", "WxH"), (2048, "32-1024")):
+        with pytest.raises(ConfigError, match=f"model.input_size.*{why}"):
+            load_params(None, {"model.input_size": bad})

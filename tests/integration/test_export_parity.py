@@ -69,3 +69,25 @@ def test_explainability_files_map_bank_patches_to_images(enrolled):
     index = json.loads((enrolled / "explain" / "normals.json").read_text())
     assert bank.shape[1] == 3 and bank[:, 0].max() < len(index["files"])
     assert len(list((enrolled / "explain" / "normals").glob("*.jpg"))) == len(index["files"])
+
+
+def test_a_long_part_keeps_its_aspect_from_enrollment_to_the_station(tmp_path, small_elpv):
+    """model.input_size WxH: a long, narrow part is not squashed; the graph, the map, the thumbnails and the station's
+    crop all keep W x H, and the exported graph still passes parity."""
+    from serving.engine.anomaly import AnomalyEngine
+    from serving.images import read_image
+
+    params = fast_params(input_size="128x64")
+    assert params.model.input_hw == (64, 128)
+    out = tmp_path / "bundle"
+    enroll(small_elpv, params, out, progress=False)
+    m = export_mod.export_bundle(out, params.export)
+    assert (m.input.height, m.input.width) == (64, 128) and m.parity["onnx_max_rel_diff"] < 1e-3
+    engine = AnomalyEngine.load(out)
+    image = read_image(next((small_elpv / "test" / "good").iterdir()))
+    crop, x = engine.preprocess(image)
+    assert crop.shape[:2] == (64, 128) and x.shape == (3, 64, 128)
+    result = engine.postprocess(engine.forward(x[None]))[0]
+    assert result.anomaly_map.shape == (64, 128) and result.patch_match.shape == (8, 16)
+    thumb = engine.explainer.thumbnail(0)
+    assert thumb.shape[1] == 2 * thumb.shape[0]  # 128 x 64 on its long side, not squashed to a square
