@@ -64,7 +64,8 @@ def ours_enroll(data: str, out: str, size: int, ratio: str = "") -> None:
     r = enroll(data, params, out, progress=False)
     t = time.perf_counter()
     m = export_bundle(out, params.export)
-    (Path(out) / "enroll_list.json").write_text(json.dumps(torch_list(out)))
+    # beside the bundle, not in it: a station refuses files its manifest does not list
+    Path(f"{out}.enroll_list.json").write_text(json.dumps(torch_list(out)))
     _emit({"enroll_s": r.timings["enroll_s"], "embed_s": r.timings["embed_s"], "coreset_s": r.timings["coreset_s"],
            "bank_size": r.bank_size, "n_enroll": r.n_enroll, "enroll_rss_mb": rss_mb(),
            "export_s": time.perf_counter() - t, "parity": m.parity["onnx_max_rel_diff"]})
@@ -258,7 +259,7 @@ def main() -> int:
                            **_child("ours_serve", str(bundle), str(data))}
         else:
             res["anomalib"] = {**_child("anomalib_run", str(data), str(work / "anomalib"), str(size),
-                                        str(work / "bundle" / "enroll_list.json")),
+                                        str(work / "bundle.enroll_list.json")),
                                **_child("anomalib_serve", str(data), str(work / "anomalib"))}
         saved.write_text(json.dumps(results, indent=2))  # a later failure keeps what finished
     if BOTTLE.is_dir() and "enroll-200" not in results:

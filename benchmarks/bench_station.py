@@ -26,6 +26,16 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 
+def _trust(bundle: str, tmp: Path) -> dict:
+    """The station's bundles section: the pipeline's key for a signed bundle, else unsigned allowed (a benchmark
+    bundle exported without a signing key; the station then shows its unsigned warning, which costs nothing)."""
+    pub = ROOT / "keys" / "pipeline.pub"
+    store = {"store": str(tmp / "bundle-store")}
+    if (Path(bundle) / "manifest.sig").exists() and pub.exists():
+        return {**store, "trusted_keys": [str(pub)]}
+    return {**store, "allow_unsigned": True}
+
+
 def _config(tmp: Path, bundle: str, images: str, port: int, rate: float, frames: int, fail_all: bool,
             detector: str | None = None) -> Path:
     import yaml
@@ -42,6 +52,7 @@ def _config(tmp: Path, bundle: str, images: str, port: int, rate: float, frames:
         "actuator": {"kind": "modbus", "delay_ms": 150, "pulse_ms": 30, "modbus": {"port": port}},
         "evidence": {"dir": str(tmp / f"ev-{rate}-{time.monotonic_ns()}"), "key_file": str(key), "pass_sample_rate": 0.0},
         "api": {"audit_log": str(tmp / "audit.jsonl")},
+        "bundles": _trust(bundle, tmp),
     }
     if detector:
         classes = json.loads((Path(detector) / "manifest.json").read_text())["class_names"]
@@ -131,6 +142,9 @@ def main() -> int:
     ap.add_argument("--rates", default="8,12,16,20,25", help="sustained-rate runs ('' to skip)")
     ap.add_argument("--detector", help="also time the station with this detector bundle beside the anomaly model")
     args = ap.parse_args()
+    # the station resolves relative paths against its config file, which lives in a temporary folder
+    args.bundle, args.images = str(Path(args.bundle).resolve()), str(Path(args.images).resolve())
+    args.detector = str(Path(args.detector).resolve()) if args.detector else None
     if not (Path(args.bundle) / "manifest.json").is_file():
         sys.exit(f"{args.bundle}: no bundle; run `bash scripts/demo.sh` first")
     from services import plc_sim
