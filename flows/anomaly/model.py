@@ -145,7 +145,7 @@ class AnomalyScorer(torch.nn.Module):
         """(distance [B,h,w], bank index [B,h,w]) of each patch's nearest memory-bank patch (exact search).
 
         One GEMM with bias, then TopK(1): the minimum and its index in one pass over the distance matrix
-        (``min(1)`` exports as ReduceMin + ArgMin, two passes; ~9 % of the whole path on a 16k bank). Slicing the
+        (``min(1)`` exports as ReduceMin + ArgMin, two passes; 5-9 % of the whole path on a 16k bank). Slicing the
         search by patch rows was measured and dropped: ONNX Runtime prepacks the bank once per Gemm node, so
         every slice held its own copy (slower session creation, several times the memory).
         """

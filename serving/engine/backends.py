@@ -67,7 +67,8 @@ ORT_CACHE_KEEP = 8
 def _prune_cache(cache: Path, keep: int = ORT_CACHE_KEEP) -> None:
     """Delete all but the ``keep`` most recently used cached graphs (with their hash files): every deployed
     version adds one, and a station's disk is for its evidence."""
-    graphs = sorted(cache.glob("*.onnx"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    graphs = sorted((p for p in cache.glob("*.onnx") if not p.name.startswith(".")),  # not a writer's temp file
+                    key=lambda p: p.stat().st_mtime_ns, reverse=True)
     for old in graphs[keep:]:
         for f in (old, old.with_suffix(".json")):
             try:
