@@ -18,12 +18,14 @@ and anything but plain files and folders, and stops at the size limit.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
 import tarfile
 import threading
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, BinaryIO
 
@@ -62,6 +64,20 @@ class _BoundedInfo(tarfile.TarInfo):
                 and self.size > MAX_HEADER:
             raise tarfile.HeaderError(f"an extension header of {self.size} bytes (limit {MAX_HEADER})")
         return super()._proc_member(tarfile_)
+
+
+@contextlib.contextmanager
+def _removed_on_failure(folder: Path, disk_error: Callable[[OSError], str]) -> Iterator[None]:
+    """Remove ``folder`` (a staging folder) if the block fails, whatever the failure; an OSError becomes a
+    :class:`BundleError` with the message ``disk_error`` makes of it."""
+    try:
+        yield
+    except OSError as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise BundleError(disk_error(exc)) from None
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 class BundleStore:
@@ -155,42 +171,36 @@ class BundleStore:
     def unpack(self, stream: BinaryIO, max_bytes: int) -> Path:
         """Unpack a (gzipped) tar of a bundle folder into staging; refuse anything but plain files and folders."""
         dest = self.staging()
-        try:
-            with tarfile.open(fileobj=stream, mode="r|*", tarinfo=_BoundedInfo) as tar:
-                total = 0
-                for count, member in enumerate(tar, 1):
-                    if count > MAX_MEMBERS:
-                        raise BundleError(f"upload: more than {MAX_MEMBERS} entries; not a bundle")
-                    parts = [x for x in Path(member.name).parts if x != "."]
-                    if Path(member.name).is_absolute() or ".." in parts:
-                        raise BundleError(f"upload: member {member.name!r} leaves the bundle folder; refused")
-                    if not parts:
-                        continue
-                    name = "/".join(parts)
-                    if member.isdir():
-                        (dest / name).mkdir(parents=True, exist_ok=True)
-                        continue
-                    if not member.isfile():
-                        raise BundleError(f"upload: member {member.name!r} is a link or device; bundles hold plain "
-                                          "files only")
-                    total += member.size
-                    if total > max_bytes:
-                        raise BundleError(f"upload: larger than bundles.max_upload_mb ({max_bytes / 2**20:.0f} MB)")
-                    target = dest / name
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    src = tar.extractfile(member)
-                    with open(target, "wb") as fh:
-                        shutil.copyfileobj(src, fh, 1 << 20)
-        except (tarfile.TarError, EOFError, ValueError, UnicodeError) as exc:
-            shutil.rmtree(dest, ignore_errors=True)
-            raise BundleError(f"upload: not a tar archive of a bundle folder ({exc}); send `tar -czf - -C BUNDLE .`") from None
-        except OSError as exc:
-            shutil.rmtree(dest, ignore_errors=True)
-            raise BundleError(f"upload: cannot unpack into {dest.parent} ({exc.strerror or exc}); check the station's "
-                              "disk and the archive's names") from None
-        except BaseException:
-            shutil.rmtree(dest, ignore_errors=True)
-            raise
+        with _removed_on_failure(dest, lambda exc: f"upload: cannot unpack into {dest.parent} ({exc.strerror or exc}); "
+                                 "check the station's disk and the archive's names"):
+            try:
+                with tarfile.open(fileobj=stream, mode="r|*", tarinfo=_BoundedInfo) as tar:
+                    total = 0
+                    for count, member in enumerate(tar, 1):
+                        if count > MAX_MEMBERS:
+                            raise BundleError(f"upload: more than {MAX_MEMBERS} entries; not a bundle")
+                        parts = [x for x in Path(member.name).parts if x != "."]
+                        if Path(member.name).is_absolute() or ".." in parts:
+                            raise BundleError(f"upload: member {member.name!r} leaves the bundle folder; refused")
+                        if not parts:
+                            continue
+                        name = "/".join(parts)
+                        if member.isdir():
+                            (dest / name).mkdir(parents=True, exist_ok=True)
+                            continue
+                        if not member.isfile():
+                            raise BundleError(f"upload: member {member.name!r} is a link or device; bundles hold plain "
+                                              "files only")
+                        total += member.size
+                        if total > max_bytes:
+                            raise BundleError(f"upload: larger than bundles.max_upload_mb ({max_bytes / 2**20:.0f} MB)")
+                        target = dest / name
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        src = tar.extractfile(member)
+                        with open(target, "wb") as fh:
+                            shutil.copyfileobj(src, fh, 1 << 20)
+            except (tarfile.TarError, EOFError, ValueError, UnicodeError) as exc:
+                raise BundleError(f"upload: not a tar archive of a bundle folder ({exc}); send `tar -czf - -C BUNDLE .`") from None
         return dest
 
     def keep_copy(self, bundle: Bundle) -> tuple[Path, bool]:
@@ -207,7 +217,8 @@ class BundleStore:
                                   "different manifest; a changed bundle must have a new version")
             return dest, False
         tmp = self.root / "staging" / f"copy-{uuid.uuid4().hex}"
-        try:
+        with _removed_on_failure(tmp, lambda exc: f"{dest}: cannot keep a copy of the bundle ({exc.strerror or exc}); "
+                                 "check the station's disk"):
             for name, entry in bundle.manifest.files.items():
                 (tmp / name).parent.mkdir(parents=True, exist_ok=True)
                 if _copy_hashed(bundle.root / name, tmp / name) != entry.sha256:
@@ -217,13 +228,6 @@ class BundleStore:
                 (tmp / SIGNATURE_FILE).write_bytes(bundle.signature.raw)
             shutil.rmtree(dest, ignore_errors=True)  # a damaged earlier copy without its manifest
             os.replace(tmp, dest)
-        except OSError as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise BundleError(f"{dest}: cannot keep a copy of the bundle ({exc.strerror or exc}); check the "
-                              "station's disk") from None
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return dest, True
 
     def discard(self, path: Path) -> None:
