@@ -136,6 +136,15 @@ class ExportParams(StrictModel):
     parity_rtol: float = Field(1e-3, gt=0.0)
     parity_images: int = Field(8, gt=0)
     tensorrt_precision: Literal["fp16", "fp32"] = "fp16"
+    search: Literal["ivf", "exact"] = Field("ivf", description="PatchCore on a CPU station: 'ivf' ships an "
+                                            "inverted-file index beside the backbone graph (a fraction of the "
+                                            "search work); 'exact' runs the whole graph's exact search")
+    ivf_cells: int = Field(32, ge=1, description="k-means cells the memory bank is split into")
+    ivf_probe: int = Field(4, ge=1, description="cells searched per patch (all of them: the exact result)")
+    ivf_min_bank: int = Field(8192, ge=0, description="smaller banks keep the exact search: below ~8k patches the "
+                                                      "index's fixed cost matches the GEMM it saves")
+    ivf_rtol: float = Field(0.02, gt=0.0, description="largest relative image-score excess over the exact search "
+                                                      "on the parity images; past it the bundle ships without the index")
     thumbnail_px: int = Field(128, ge=16)
     signing_key: str | None = Field("keys/pipeline.key", description="Ed25519 key that signs every bundle "
                                     "(`lineguard keys create`); relative to the project folder; null: unsigned")

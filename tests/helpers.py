@@ -38,6 +38,7 @@ def fast_params(**model):
     from flows.params import load_params
 
     overrides = {"model.input_size": 128, "tracking.enabled": False, "export.parity_images": 4,
+                 "export.ivf_min_bank": 0,  # the small test bundles carry the search index the station runs
                  "export.signing_key": str(pipeline_test_key()[0]),
                  "model.batch_size": 8, **{f"model.{k}": v for k, v in model.items()}}
     return load_params(ROOT / "params.yaml", overrides)
@@ -119,6 +120,8 @@ def schema1_bundle(src: Path, dst: Path) -> Path:
     raw = json.loads((dst / MANIFEST).read_text())
     raw["schema_version"], raw["outputs"] = 1, ["score", "anomaly_map", "patch_match"]
     raw.pop("baseline", None)
+    raw.pop("search", None)
+    shutil.rmtree(dst / "search", ignore_errors=True)
     raw["explain"].pop("fingerprints", None)
     raw["explain"].pop("reference", None)
     for k in ("frr_expected", "frr_interval", "n_normals", "folds"):

@@ -2,7 +2,9 @@
 
 The whole scoring path -- backbone, patch embedding, nearest-neighbour distance
 to the memory bank (or PaDiM's Mahalanobis distance), anomaly map, image score --
-becomes one ONNX graph with a dynamic batch. Thresholds stay in the manifest.
+becomes one ONNX graph with a dynamic batch. Thresholds stay in the manifest. For a CPU station, a
+PatchCore bank also gets a search index (:mod:`serving.engine.search`) run after the backbone graph,
+checked against the exact scores like the graph is.
 Every export checks ONNX Runtime against torch on enrollment images and fails
 loudly past ``parity_rtol``; a TensorRT engine, where TensorRT imports, gets the
 same check.
@@ -15,6 +17,8 @@ True
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 import subprocess
 import time
 import warnings
@@ -24,6 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from anomalib.models.image.patchcore.torch_model import PatchcoreModel
 
 import serving
 from flows.anomaly.enroll import load_enrollment, restore_model
@@ -32,13 +37,18 @@ from flows.params import ExportParams
 from flows.anomaly.tensorrt_build import build_engine, trtexec_command
 from serving.drift.baseline import Baseline
 from flows.fleet.keys import signer
-from serving.engine.bundle import BACKBONE_FILE, MODEL_FILE, SCHEMA_VERSION, Manifest, Provenance, TensorRTInfo, Thresholds, file_entries, write_manifest
+from serving.engine.bundle import (BACKBONE_FILE, MODEL_FILE, SCHEMA_VERSION, Manifest, Provenance, SearchSpec,
+                                   TensorRTInfo, Thresholds, file_entries, write_manifest)
+from serving.engine.search import FILES as SEARCH_FILES, IvfBackend, IvfIndex
 from serving.engine.backends import OrtBackend, TensorRTBackend, tensorrt_available
 from serving.errors import LineguardError
 from serving.engine.preprocess import InputSpec, Roi, preprocess
 
 INPUT_NAME = "image"
 ENGINE_FILE = "model.plan"
+SEARCH_DIR = "search"
+
+log = logging.getLogger("lineguard.export")
 
 
 class ParityError(LineguardError):
@@ -105,6 +115,37 @@ def _write_explain(root: Path, ckpt: dict) -> list[str]:
             "explain/reference.json"]
 
 
+def write_search(root: Path, model, ckpt: dict, ep: ExportParams, x: np.ndarray,
+                 reference: tuple[np.ndarray, np.ndarray]) -> SearchSpec | None:
+    """PatchCore with ``export.search: ivf`` and a bank of at least ``ivf_min_bank`` patches: index the memory
+    bank under ``root/search/``, run the station's
+    search path (backbone graph + index) on the parity images and compare it with the exact scores. Past
+    ``ivf_rtol`` the index is removed and the bundle runs the exact graph (said in a warning)."""
+    folder = root / SEARCH_DIR
+    shutil.rmtree(folder, ignore_errors=True)
+    if ep.search != "ivf" or not isinstance(model, PatchcoreModel) or len(model.memory_bank) < ep.ivf_min_bank:
+        return None
+    index = IvfIndex.build(model.memory_bank.float().numpy(), ep.ivf_cells, ep.ivf_probe)
+    paths = index.save(folder)
+    fp_mean, fp_proj = (np.asarray(torch.as_tensor(ckpt[k]).float().numpy()) for k in ("embed_mean", "embed_proj"))
+    for role, value in (("fingerprint_mean", fp_mean), ("fingerprint_proj", fp_proj)):
+        np.save(folder / SEARCH_FILES[role], value)
+        paths.append(folder / SEARCH_FILES[role])
+    backend = IvfBackend(OrtBackend(root / BACKBONE_FILE, providers=["CPUExecutionProvider"]), index, fp_mean, fp_proj,
+                         reference[1].shape[1], reference[1].shape[2])
+    s, m = backend.run(x)[:2]
+    diff = parity(reference, (s, m[:, 0]))
+    if diff["max_rel_diff"] > ep.ivf_rtol:
+        log.warning("the IVF search (%d cells, %d probed) over-estimates a parity image's score by %.1e, past "
+                    "export.ivf_rtol %.0e: the bundle runs the exact search; raise export.ivf_probe to keep the "
+                    "index", index.cells, index.probe, diff["max_rel_diff"], ep.ivf_rtol)
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
+    return SearchSpec(graph=BACKBONE_FILE, files={role: f"{SEARCH_DIR}/{SEARCH_FILES[role]}" for role in SEARCH_FILES},
+                      cells=index.cells, probe=index.probe, max_rel_diff=diff["max_rel_diff"],
+                      map_max_rel_diff=diff["map_max_rel_diff"])
+
+
 def export_bundle(bundle_dir: str | Path, ep: ExportParams, *, trt: bool | None = None) -> Manifest:
     """Turn ``bundle_dir/enrollment.pt`` into ``model.onnx`` + ``manifest.json`` (+ TensorRT engine)."""
     root = Path(bundle_dir)
@@ -135,9 +176,12 @@ def export_bundle(bundle_dir: str | Path, ep: ExportParams, *, trt: bool | None 
     check_parity("ONNX Runtime (batch 1)", parity((reference[0][:1], reference[1][:1]), (s1, m[:1, 0])), ep.parity_rtol)
 
     export_onnx(PatchEmbedding(model), root / BACKBONE_FILE, spec, ep.opset, outputs=("patch_embedding",))
+    search = write_search(root, model, ckpt, ep, x, reference)
 
     report = sorted(str(f.relative_to(root)) for f in (root / "report").rglob("*") if f.is_file())
     files = [MODEL_FILE, BACKBONE_FILE, *_write_explain(root, ckpt), *report]
+    if search is not None:
+        files += list(search.files.values())
     shape = (3, spec.height, spec.width)
     build_trt = tensorrt_available() if trt is None else trt
     if build_trt:
@@ -196,6 +240,7 @@ def export_bundle(bundle_dir: str | Path, ep: ExportParams, *, trt: bool | None 
             created_by=ckpt.get("created_by"),
         ),
         baseline=Baseline.model_validate(ckpt["baseline"]),
+        search=search,
     )
     write_manifest(root, manifest, sign=signer(ep.signing_key))
     return manifest

@@ -114,7 +114,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     started = time.time()
     keep = params.tracking.enabled or bool(args.report)
-    report = evaluate(args.bundle, args.data, progress=not args.json, keep=keep, rules=rules, roi=roi)
+    report = evaluate(args.bundle, args.data, progress=not args.json, keep=keep, rules=rules, roi=roi,
+                      backend=args.backend)
     if args.report:
         from flows.evaluation.report import write_report
 
@@ -252,6 +253,9 @@ def register(sub) -> None:
     s.add_argument("--report", metavar="DIR", help="write a self-contained HTML report (DIR/index.html)")
     s.add_argument("--no-track", action="store_true", help="do not log an evaluation run to MLflow")
     s.add_argument("--station-config", help="judge with this station config's gate rules and ROI (as the station would)")
+    s.add_argument("--backend", choices=["auto", "onnxruntime", "exact"], default="auto",
+                   help="auto: as a CPU station runs it (the search index where the bundle has one); "
+                        "exact: the whole graph's exact search, for comparison")
     add_params_args(s)
     s.set_defaults(func=cmd_evaluate)
 

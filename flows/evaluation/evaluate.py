@@ -107,10 +107,11 @@ def frr_check(observed: float, n_rejected: int, n_good: int, thr) -> dict:
 
 
 def evaluate(bundle_dir: str | Path, data_dir: str | Path, *, progress: bool = True, keep: bool = False,
-             rules: GateRules | None = None, roi: str | None = None) -> dict:
-    """Inspect ``data_dir/test`` with the bundle (and a station's gate ``rules``) and return the metrics."""
+             rules: GateRules | None = None, roi: str | None = None, backend: str = "auto") -> dict:
+    """Inspect ``data_dir/test`` with the bundle (and a station's gate ``rules``) and return the metrics;
+    ``backend`` as :class:`AnomalyEngine` takes it (``exact``: the whole graph, without the search index)."""
     data_dir = Path(data_dir)
-    engine = AnomalyEngine.load(bundle_dir)
+    engine = AnomalyEngine.load(bundle_dir, backend=backend)
     if roi:
         engine.roi = Roi.parse(roi)
     thr = engine.thresholds
@@ -157,6 +158,7 @@ def evaluate(bundle_dir: str | Path, data_dir: str | Path, *, progress: bool = T
         "threshold_sweep": sweep,
         "latency_ms": percentiles(lat),
         "providers": engine.providers,
+        "engine": engine.backend.name,  # onnxruntime+ivf: the search index; onnxruntime / tensorrt: the whole graph
         "bundle_version": engine.bundle.manifest.bundle_version,
         "data_dir": str(data_dir),
         "unreadable": bad,

@@ -16,11 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from serving.engine.backends import open_backend
+from serving.engine.backends import open_backend, tensorrt_available
 from serving.engine.base import InferenceEngine
 from serving.engine.signing import Trust
 from serving.engine.bundle import Bundle, load_bundle
 from serving.engine.explain import Explainer
+from serving.engine.search import open_search
 from serving.images import to_rgb
 from serving.engine.preprocess import display_crop, heatmap_overlay, normalize
 from serving.errors import BundleError
@@ -44,7 +45,11 @@ class AnomalyResult:
 
 
 class AnomalyEngine(InferenceEngine):
-    """Scores images with a verified anomaly bundle."""
+    """Scores images with a verified anomaly bundle.
+
+    ``backend``: ``auto`` (TensorRT where built and importable, else ONNX Runtime with the bundle's search index
+    when it has one), ``tensorrt``, ``onnxruntime``, or ``exact`` (ONNX Runtime, the whole graph's exact search).
+    """
 
     def __init__(self, bundle: Bundle, backend: str = "auto", threads: int | None = None) -> None:
         self.bundle = bundle
@@ -52,8 +57,12 @@ class AnomalyEngine(InferenceEngine):
         if m.model_kind != "anomaly":
             raise BundleError(f"{bundle.root}: model_kind {m.model_kind!r}, expected 'anomaly'")
         self.spec, self.roi, self.thresholds = m.input, m.roi, m.thresholds
+        trt = backend == "tensorrt" or (backend == "auto" and m.tensorrt.built and tensorrt_available())
+        if m.search is not None and backend != "exact" and not trt:
+            self.backend = open_search(bundle, threads)
+            return
         self.backend = open_backend(bundle.root, m.model_file, m.tensorrt.file if m.tensorrt.built else None,
-                                    m.outputs, backend, threads, sha256=m.files[m.model_file].sha256)
+                                    m.outputs, "onnxruntime" if backend == "exact" else backend, threads, sha256=m.files[m.model_file].sha256)
 
     @classmethod
     def load(cls, root: str | os.PathLike, backend: str = "auto", threads: int | None = None,

@@ -102,7 +102,7 @@ class OrtBackend(Backend):
     name = "onnxruntime"
 
     def __init__(self, onnx_path: Path, providers: list[str] | None = None, threads: int | None = None,
-                 sha256: str | None = None) -> None:
+                 sha256: str | None = None, spin: bool = True) -> None:
         import onnxruntime as ort
 
         available = ort.get_available_providers()
@@ -111,6 +111,8 @@ class OrtBackend(Backend):
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             opts.intra_op_num_threads = threads
+        if not spin:  # numpy's BLAS threads run next: ORT's must not busy-wait on the same cores
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         path, fresh = Path(onnx_path), None
         cache = ort_cache_dir() if sha256 and wanted == ["CPUExecutionProvider"] else None
         if cache is not None:

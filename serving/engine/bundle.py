@@ -138,6 +138,21 @@ class DetectorSpec(StrictModel):
     metrics: dict = Field({}, description="held-out evaluation: map50, per-class AP50 / precision / recall")
 
 
+class SearchSpec(StrictModel):
+    """PatchCore's nearest-neighbour search outside the graph (:mod:`serving.engine.search`): the backbone
+    graph, then an IVF index over the memory bank. Absent: the whole graph (``model_file``) searches exactly."""
+
+    method: Literal["ivf"] = "ivf"
+    graph: str = Field(description="the backbone graph (image -> patch embeddings) the index is searched after")
+    files: dict[str, str] = Field(description="role -> .npy file: centroids, bank, bank_sq, offsets, order, "
+                                              "fingerprint_mean, fingerprint_proj")
+    cells: int = Field(gt=0, description="k-means cells the bank is split into")
+    probe: int = Field(gt=0, description="cells searched per patch")
+    max_rel_diff: float = Field(description="largest relative difference of an image score from the exact search, "
+                                            "on the parity images (the index only ever over-estimates)")
+    map_max_rel_diff: float = Field(description="the same for the anomaly maps, relative to the map's range")
+
+
 class Manifest(StrictModel):
     """``manifest.json``: everything a station needs to run and trust a bundle."""
 
@@ -161,6 +176,8 @@ class Manifest(StrictModel):
                                                    "feature extractor alone, same input")
     provenance: Provenance
     baseline: Baseline | None = Field(None, description="what normal looked like at enrollment (schema 2)")
+    search: SearchSpec | None = Field(None, description="PatchCore: the approximate search a CPU station runs "
+                                                        "instead of the whole graph's exact one")
 
     @model_validator(mode="after")
     def _kind_has_its_section(self) -> "Manifest":
@@ -281,8 +298,9 @@ def load_bundle(root: str | Path, *, verify_hashes: bool = True, trust: Trust | 
     for role, name in (("model_file", manifest.model_file), ("tensorrt.file", manifest.tensorrt.file)):
         if name is not None and name not in manifest.files:
             raise BundleError(f"{mpath}: {role} {name!r} is not listed under 'files' (unverifiable); re-export")
-    for section in ("explain", "bench"):
-        for role, name in getattr(manifest, section).items():
+    search = {"graph": manifest.search.graph, **manifest.search.files} if manifest.search else {}
+    for section, names in (("explain", manifest.explain), ("bench", manifest.bench), ("search", search)):
+        for role, name in names.items():
             _inside(root, name, f"{section}.{role}", mpath)
             listed = name in manifest.files or (name.endswith("/") and any(f.startswith(name) for f in manifest.files))
             if not listed:

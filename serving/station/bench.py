@@ -2,6 +2,8 @@
 
 - ``p50_ms`` / ``p99_ms``: the whole scoring path at batch 1 -- ``inspect()`` as the station calls it
   (ROI crop and resize, ONNX Runtime, anomaly map, area, gate), with the station's own thread settings;
+- ``exact_p50_ms`` / ``exact_p99_ms`` (bundles with a search index): the same ``inspect()`` with the whole
+  graph's exact search instead of the index, in the same alternating blocks, with ``search`` naming the index;
 - ``backbone_p50_ms`` / ``backbone_p99_ms``: the backbone alone (the bundle's ``bench/backbone.onnx``, the
   same input), in the same run, in blocks alternating with the whole path so both see the same machine;
 - ``load_to_first_verdict_ms``: bundle verification + session + first verdict on a real image, in a fresh
@@ -91,10 +93,13 @@ def run_bench(bundle: str | Path, images: str | Path, n: int = 200, *, cold_runs
     if m.bench.get("backbone"):
         backbone = OrtBackend(engine.bundle.root / m.bench["backbone"], providers=engine.providers)
     rules = GateRules().with_calibration(engine.thresholds.image, engine.thresholds.pixel)
-    whole, bb, stages = [], [], {}
+    exact = AnomalyEngine(engine.bundle, backend="exact") if m.search is not None else None
+    whole, bb, ex, stages = [], [], [], {}
     x0 = engine.preprocess(frames[0][1])[1][None]
     if backbone is not None:
         backbone.run(x0)
+    if exact is not None:
+        exact.warmup()
     # alternating blocks, not single runs: right after a run, ONNX Runtime's pool keeps its threads spinning
     # for a moment, and on a small CPU that would bill one session's spin to the other's next run
     block = 20
@@ -106,6 +111,12 @@ def run_bench(bundle: str | Path, images: str | Path, n: int = 200, *, cold_runs
             whole.append((time.perf_counter_ns() - t) / 1e6)
             for k, v in insp.latency_ms.items():
                 stages.setdefault(k, []).append(v)
+        if exact is not None:
+            inspect(exact, rules, todo[0][1])  # absorbs the other sessions' spin, as below
+            for path, img in todo:
+                t = time.perf_counter_ns()
+                inspect(exact, rules, img, source=str(path))
+                ex.append((time.perf_counter_ns() - t) / 1e6)
         if backbone is not None:
             xs = [engine.preprocess(img)[1][None] for _, img in todo]
             backbone.run(xs[0])  # the block's first run absorbs the other session's spin
@@ -117,6 +128,8 @@ def run_bench(bundle: str | Path, images: str | Path, n: int = 200, *, cold_runs
     out = {"bundle": str(bundle), "bundle_version": m.bundle_version, "n": n, "batch": 1,
            "providers": engine.providers, "threads": os.cpu_count(), "p50_ms": p50, "p99_ms": p99,
            "stages": {k: dict(zip(("p50_ms", "p99_ms"), _pct(v))) for k, v in stages.items()},
+           "search": (f"ivf: {m.search.cells} cells, {m.search.probe} probed" if m.search else "exact (in the graph)"),
+           "exact_p50_ms": _pct(ex)[0] if ex else None, "exact_p99_ms": _pct(ex)[1] if ex else None,
            "backbone_p50_ms": None, "backbone_p99_ms": None, "ratio_to_backbone": None, **cold}
     if bb:
         out["backbone_p50_ms"], out["backbone_p99_ms"] = _pct(bb)
@@ -129,7 +142,10 @@ def run_bench(bundle: str | Path, images: str | Path, n: int = 200, *, cold_runs
 def summary(r: dict) -> str:
     """The figures for a person."""
     lines = [f"{r['bundle_version']} on {r['providers'][0]}, batch 1, {r['n']} parts:",
-             f"  whole scoring path  p50 {r['p50_ms']:.1f} ms  p99 {r['p99_ms']:.1f} ms"]
+             f"  whole scoring path  p50 {r['p50_ms']:.1f} ms  p99 {r['p99_ms']:.1f} ms  (search: {r['search']})"]
+    if r.get("exact_p50_ms") is not None:
+        lines.append(f"  ... exact search    p50 {r['exact_p50_ms']:.1f} ms  p99 {r['exact_p99_ms']:.1f} ms  "
+                     "(the whole graph, same run)")
     if r["backbone_p50_ms"] is not None:
         lines.append(f"  backbone alone      p50 {r['backbone_p50_ms']:.1f} ms  p99 {r['backbone_p99_ms']:.1f} ms  "
                      f"(whole path = {r['ratio_to_backbone']:.2f}x the backbone)")

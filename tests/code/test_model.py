@@ -26,3 +26,23 @@ def test_the_search_finds_each_patchs_exact_nearest_bank_patch():
     assert dist.shape == match.shape == (2, 7, 5)
     assert torch.equal(match.reshape(-1), ref.indices)
     assert torch.allclose(dist.reshape(-1).double(), ref.values, atol=1e-4)
+
+
+def test_the_stations_numpy_map_equals_the_graphs_torch_map():
+    """The search index's path rebuilds the map in numpy/opencv: nearest upsampling and the sigma-4 blur must give
+    the graph's map, also for a long part whose size is not a multiple of the patch grid."""
+    import numpy as np
+
+    from flows.anomaly.model import AnomalyScorer, build_model
+    from serving.engine.search import anomaly_map
+
+    model = build_model("patchcore", "tf_efficientnet_lite0", ["blocks.2", "blocks.4"])
+    model.memory_bank = torch.zeros(4, 152)
+    scorer = AnomalyScorer(model)
+    torch.manual_seed(0)
+    for (h, w), size in (((28, 28), (224, 224)), ((8, 32), (64, 256)), ((9, 13), (70, 100))):
+        patch = torch.rand(1, 1, h, w)
+        score, ref = scorer.patch_map(patch, size)
+        got = anomaly_map(patch[0, 0].numpy(), *size)
+        np.testing.assert_allclose(got, ref[0, 0].numpy(), atol=1e-5)
+        assert abs(got.max() - float(score)) < 1e-5

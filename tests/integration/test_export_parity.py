@@ -91,3 +91,22 @@ def test_a_long_part_keeps_its_aspect_from_enrollment_to_the_station(tmp_path, s
     assert result.anomaly_map.shape == (64, 128) and result.patch_match.shape == (8, 16)
     thumb = engine.explainer.thumbnail(0)
     assert thumb.shape[1] == 2 * thumb.shape[0]  # 128 x 64 on its long side, not squashed to a square
+
+
+def test_the_search_index_ships_within_its_tolerance_or_not_at_all(enrolled, monkeypatch, caplog):
+    """export.search ivf: the index and the station's path are checked against the exact scores; one that
+    over-estimates past export.ivf_rtol is left out, with a warning, and the bundle runs the exact graph."""
+    m = export_mod.export_bundle(enrolled, fast_params().export)
+    assert m.search is not None and m.search.max_rel_diff <= fast_params().export.ivf_rtol
+    assert set(m.search.files.values()) <= set(m.files) and m.search.graph in m.files
+    real_run = export_mod.IvfBackend.run
+    monkeypatch.setattr(export_mod.IvfBackend, "run", lambda self, b: [real_run(self, b)[0] * 1.05, *real_run(self, b)[1:]])
+    with caplog.at_level("WARNING", logger="lineguard.export"):
+        m = export_mod.export_bundle(enrolled, fast_params().export)
+    assert m.search is None and not (enrolled / "search").exists()
+    assert "past export.ivf_rtol" in caplog.text and "raise export.ivf_probe" in caplog.text
+    assert load_bundle(enrolled).manifest.search is None  # no unlisted leftovers: the bundle still verifies
+    small = fast_params().export.model_copy(update={"ivf_min_bank": 10**9})
+    assert export_mod.export_bundle(enrolled, small).search is None
+    monkeypatch.undo()
+    assert export_mod.export_bundle(enrolled, fast_params().export).search is not None

@@ -115,8 +115,10 @@ def test_bench_prints_the_whole_path_the_backbone_and_cold_start_without_a_train
     lines = out.stdout.strip().splitlines()
     assert lines[-1] == "HEAVY []"
     r = json.loads(lines[-2])
-    for key in ("p50_ms", "p99_ms", "backbone_p50_ms", "load_to_first_verdict_ms", "process_to_first_verdict_ms"):
+    for key in ("p50_ms", "p99_ms", "backbone_p50_ms", "load_to_first_verdict_ms", "process_to_first_verdict_ms",
+                "exact_p50_ms"):
         assert isinstance(r[key], float) and r[key] > 0, key
+    assert r["search"].startswith("ivf: ")  # the index the station runs, with the exact graph beside it
     assert r["p50_ms"] <= r["p99_ms"] and r["n"] == 8 and r["batch"] == 1
     assert {"preprocess", "inference", "gate"} <= set(r["stages"])
     assert r["load_to_first_verdict_ms"] < r["process_to_first_verdict_ms"]

@@ -1,0 +1,190 @@
+"""PatchCore's nearest-neighbour search outside the graph: an inverted-file (IVF) index over the memory bank.
+
+The exact search is one GEMM of every test patch against the whole bank, ~90 % of the scoring path on a
+CPU. The IVF index splits the bank into ``cells`` k-means cells; each patch is compared with the bank
+patches of its ``probe`` nearest cells only (``probe / cells`` of the work). A patch whose true nearest
+neighbour lies in an unprobed cell gets a distance that is too large, never too small, so the map can
+only err upwards; export measures the error against the exact search and keeps the exact graph if it is
+past the tolerance. Everything here is numpy (and opencv for the map): the station imports no torch.
+
+>>> rng = np.random.default_rng(0)
+>>> bank = rng.normal(size=(400, 8)).astype(np.float32)
+>>> index = IvfIndex.build(bank, cells=4, probe=4)          # every cell probed: the exact search
+>>> x = rng.normal(size=(10, 8)).astype(np.float32)
+>>> dist, idx = index.nearest(x)
+>>> exact = np.sqrt(((x[:, None] - bank[None]) ** 2).sum(-1))
+>>> bool(np.allclose(dist, exact.min(1), atol=1e-4)), bool((idx == exact.argmin(1)).all())
+(True, True)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from serving.engine.backends import Backend
+
+#: the files an index is saved as, under the bundle's ``search/`` folder
+FILES = {"centroids": "centroids.npy", "bank": "bank.npy", "bank_sq": "bank_sq.npy", "offsets": "offsets.npy",
+         "order": "order.npy", "fingerprint_mean": "fingerprint_mean.npy", "fingerprint_proj": "fingerprint_proj.npy"}
+
+
+def kmeans(x: np.ndarray, k: int, iters: int = 20, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(centroids [k, D], assignment [N]) of Lloyd's k-means from a seeded random start; an empty cell is
+    re-seeded with the point farthest from its centroid (from a cell that keeps others), so every cell holds
+    bank patches."""
+    rng = np.random.default_rng(seed)
+    x = np.asarray(x, np.float32)
+    cent = x[rng.choice(len(x), k, replace=False)].copy()
+    xsq = (x * x).sum(1)
+    for _ in range(iters + 1):
+        d = xsq[:, None] - 2 * x @ cent.T + (cent * cent).sum(1)[None]
+        assign = d.argmin(1)
+        counts = np.bincount(assign, minlength=k)
+        for j in np.flatnonzero(counts == 0):
+            own = d[np.arange(len(x)), assign]
+            own[counts[assign] <= 1] = -np.inf  # never empty another cell to fill this one
+            far = int(own.argmax())
+            counts[assign[far]] -= 1
+            counts[j] += 1
+            cent[j], assign[far] = x[far], j
+        sums = np.zeros_like(cent)
+        np.add.at(sums, assign, x)
+        cent = sums / np.maximum(np.bincount(assign, minlength=k), 1)[:, None]
+    return cent.astype(np.float32), assign
+
+
+@dataclass
+class IvfIndex:
+    """The memory bank sorted by k-means cell, with the cells' centroids and where each cell starts."""
+
+    centroids: np.ndarray  #: [C, D]
+    bank: np.ndarray  #: [N, D], sorted by cell
+    bank_sq: np.ndarray  #: [N] squared norms of ``bank``
+    offsets: np.ndarray  #: [C + 1] start of each cell in ``bank``
+    order: np.ndarray  #: [N] original bank index of each sorted row (the explanation's patch index)
+    probe: int  #: cells searched per patch
+
+    @classmethod
+    def build(cls, bank: np.ndarray, cells: int, probe: int, seed: int = 0) -> "IvfIndex":
+        """Index ``bank`` [N, D] in ``cells`` k-means cells (at most N // 8), ``probe`` of them searched."""
+        bank = np.ascontiguousarray(bank, np.float32)
+        cells = max(1, min(cells, len(bank) // 8))
+        cent, assign = kmeans(bank, cells, seed=seed)
+        order = np.argsort(assign, kind="stable")
+        sorted_bank = np.ascontiguousarray(bank[order])
+        offsets = np.searchsorted(assign[order], np.arange(cells + 1)).astype(np.int64)
+        return cls(cent, sorted_bank, (sorted_bank * sorted_bank).sum(1), offsets, order.astype(np.int64),
+                   max(1, min(probe, cells)))
+
+    @property
+    def cells(self) -> int:
+        """Number of k-means cells."""
+        return len(self.centroids)
+
+    def save(self, folder: Path) -> list[Path]:
+        """Write the index as ``.npy`` files in ``folder``; returns their paths."""
+        folder.mkdir(parents=True, exist_ok=True)
+        out = []
+        for role in ("centroids", "bank", "bank_sq", "offsets", "order"):
+            np.save(folder / FILES[role], getattr(self, role))
+            out.append(folder / FILES[role])
+        return out
+
+    @classmethod
+    def load(cls, folder: Path, probe: int) -> "IvfIndex":
+        """Read an index saved by :meth:`save`; the bank is memory-mapped (pages are read as cells are probed)."""
+        # np.asarray: a plain view of the mapping (a memmap slice per cell per part costs more than the GEMM)
+        arrays = {role: np.asarray(np.load(folder / FILES[role], mmap_mode="r" if role == "bank" else None,
+                                           allow_pickle=False)) for role in ("centroids", "bank", "bank_sq", "offsets", "order")}
+        return cls(**arrays, probe=probe)
+
+    def nearest(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(distance [P], original bank index [P]) of each patch feature in ``x`` [P, D] to its nearest probed
+        bank patch. Patches are grouped by cell, so each cell is one small GEMM."""
+        x = np.ascontiguousarray(x, np.float32)
+        n, k = len(x), self.probe
+        cd = (self.centroids * self.centroids).sum(1)[None] - 2 * x @ self.centroids.T
+        probe = np.argpartition(cd, k - 1, axis=1)[:, :k] if k < self.cells else np.broadcast_to(
+            np.arange(self.cells), (n, self.cells))
+        cell = probe.ravel()
+        rows = np.repeat(np.arange(n), k)
+        by_cell = np.argsort(cell, kind="stable")
+        cell, rows = cell[by_cell], rows[by_cell]
+        bounds = np.searchsorted(cell, np.arange(self.cells + 1))
+        best = np.full(n, np.inf, np.float32)
+        arg = np.zeros(n, np.int64)
+        for j in np.flatnonzero(np.diff(bounds)):
+            r = rows[bounds[j]:bounds[j + 1]]
+            lo, hi = self.offsets[j], self.offsets[j + 1]
+            d = self.bank_sq[lo:hi] - 2 * (x[r] @ self.bank[lo:hi].T)
+            i = d.argmin(1)
+            v = d[np.arange(len(r)), i]
+            better = v < best[r]
+            best[r[better]], arg[r[better]] = v[better], lo + i[better]
+        dist = np.sqrt(np.maximum(best + (x * x).sum(1), 0.0))
+        return dist, self.order[arg]
+
+
+def anomaly_map(patch: np.ndarray, height: int, width: int) -> np.ndarray:
+    """[h, w] patch distances -> [height, width] map: nearest upsampling, then anomalib's Gaussian blur
+    (sigma 4, 33 taps, reflect borders), as the exported graph computes it."""
+    h, w = patch.shape
+    rows = (np.arange(height) * h // height).astype(np.intp)
+    cols = (np.arange(width) * w // width).astype(np.intp)
+    up = np.ascontiguousarray(patch.astype(np.float32, copy=False)[rows][:, cols])
+    return cv2.GaussianBlur(up, (33, 33), 4.0, borderType=cv2.BORDER_REFLECT_101)
+
+
+class IvfBackend(Backend):
+    """The scoring path with the search outside the graph: the backbone graph (ONNX Runtime), then
+    :class:`IvfIndex`, the map and the fingerprint in numpy. Returns what the whole graph returns:
+    ``[score [B], anomaly_map [B,1,H,W], patch_match [B,h,w], embedding [B,E]]``."""
+
+    name = "onnxruntime+ivf"
+
+    def __init__(self, features, index: IvfIndex, fingerprint_mean: np.ndarray, fingerprint_proj: np.ndarray,
+                 height: int, width: int) -> None:
+        self.features, self.index = features, index
+        self.fp_mean = np.asarray(fingerprint_mean, np.float32)
+        self.fp_proj = np.asarray(fingerprint_proj, np.float32)
+        self.height, self.width = height, width
+        self.providers = features.providers
+        self.output_names = ["score", "anomaly_map", "patch_match", "embedding"]
+
+    @property
+    def cached(self) -> bool:
+        """True when the backbone graph came from the optimised-graph cache."""
+        return self.features.cached
+
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Score a float32 NCHW batch, one image at a time through the index."""
+        emb = self.features.run(batch)[0]  # [B, D, h, w]
+        b, dim, h, w = emb.shape
+        scores = np.zeros(b, np.float32)
+        maps = np.zeros((b, 1, self.height, self.width), np.float32)
+        match = np.zeros((b, h, w), np.int64)
+        for i in range(b):
+            dist, idx = self.index.nearest(emb[i].reshape(dim, -1).T)
+            maps[i, 0] = anomaly_map(dist.reshape(h, w), self.height, self.width)
+            scores[i], match[i] = maps[i, 0].max(), idx.reshape(h, w)
+        pooled = emb.mean(axis=(2, 3))
+        prints = (pooled - self.fp_mean) @ self.fp_proj if self.fp_proj.size else pooled[:, :0]
+        return [scores, maps, match, prints.astype(np.float32)]
+
+
+def open_search(bundle, threads: int | None = None) -> IvfBackend:
+    """The bundle's :class:`IvfBackend` (its manifest has a ``search`` section): the backbone graph on ONNX
+    Runtime's CPU provider, the index memory-mapped from the verified ``search/`` files."""
+    from serving.engine.backends import OrtBackend
+
+    spec, m = bundle.manifest.search, bundle.manifest
+    files = {role: bundle.path(name) for role, name in spec.files.items()}
+    index = IvfIndex.load(files["bank"].parent, probe=spec.probe)
+    features = OrtBackend(bundle.path(spec.graph), providers=["CPUExecutionProvider"], threads=threads,
+                          sha256=m.files[spec.graph].sha256, spin=False)
+    return IvfBackend(features, index, np.load(files["fingerprint_mean"]), np.load(files["fingerprint_proj"]),
+                      m.input.height, m.input.width)

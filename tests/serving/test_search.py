@@ -1,0 +1,99 @@
+"""The search index the station runs instead of the whole graph's exact search: what it finds, how it errs,
+that it is verified like every bundle file, and that the station's scores stay those of the exact search."""
+
+import json
+
+import numpy as np
+import pytest
+
+from serving.engine import AnomalyEngine
+from serving.engine.bundle import MANIFEST, load_bundle
+from serving.engine.search import IvfIndex, anomaly_map, kmeans
+from serving.errors import BundleError
+from serving.images import list_images, read_image
+
+
+def _exact(x, bank):
+    d = ((x[:, None] - bank[None]) ** 2).sum(-1)
+    return np.sqrt(d.min(1)), d.argmin(1)
+
+
+def test_probing_every_cell_is_the_exact_search_and_fewer_cells_only_overestimate():
+    rng = np.random.default_rng(1)
+    bank = np.concatenate([rng.normal(c, 1.0, size=(300, 16)) for c in (-3, 0, 3)]).astype(np.float32)
+    x = rng.normal(0, 2.0, size=(200, 16)).astype(np.float32)
+    exact, arg = _exact(x, bank)
+    full = IvfIndex.build(bank, cells=16, probe=16)
+    dist, idx = full.nearest(x)
+    np.testing.assert_allclose(dist, exact, atol=1e-4)
+    assert (idx == arg).all()  # original bank indices, not the cell-sorted ones
+    approx, idx1 = IvfIndex.build(bank, cells=16, probe=1).nearest(x)
+    assert (approx >= exact - 1e-4).all() and (approx > exact + 1e-3).any()
+    np.testing.assert_allclose(np.sqrt(((x - bank[idx1]) ** 2).sum(1)), approx, atol=1e-3)  # idx is what it measured
+    # a bank patch itself is always found at distance 0, whatever is probed
+    own, own_idx = IvfIndex.build(bank, cells=16, probe=1).nearest(bank[::37])
+    assert np.allclose(own, 0, atol=1e-2) and (own_idx == np.arange(len(bank))[::37]).all()
+
+
+def test_kmeans_leaves_no_cell_empty_and_the_index_round_trips_memory_mapped(tmp_path):
+    rng = np.random.default_rng(2)
+    bank = np.concatenate([np.zeros((60, 4)), rng.normal(size=(4, 4)) * 50]).astype(np.float32)  # few, far outliers
+    _, assign = kmeans(bank, 8)
+    assert np.bincount(assign, minlength=8).min() >= 1
+    index = IvfIndex.build(bank, cells=8, probe=2)
+    index.save(tmp_path)
+    back = IvfIndex.load(tmp_path, probe=2)
+    assert np.shares_memory(back.bank, back.bank) and not back.bank.flags.writeable  # a read-only mapping
+    x = rng.normal(size=(20, 4)).astype(np.float32)
+    for a, b in zip(index.nearest(x), back.nearest(x)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_the_map_is_upsampled_by_nearest_neighbour_then_blurred_with_reflected_borders():
+    patch = np.zeros((7, 28), np.float32)
+    patch[3, 14] = 1.0
+    m = anomaly_map(patch, 56, 224)
+    assert m.shape == (56, 224)
+    assert np.unravel_index(m.argmax(), m.shape) in {(27, 115), (27, 116), (28, 115), (28, 116)}  # centred on the patch
+    assert m.sum() == pytest.approx(64.0, rel=1e-3)  # an 8x8 block of ones, blurred: mass kept away from the borders
+    edge = anomaly_map(np.pad(np.ones((1, 1), np.float32), ((0, 6), (0, 27))), 56, 224)
+    assert edge[0, 0] == edge.max()  # reflected, not zero-padded: a corner defect keeps its peak in the corner
+
+
+@pytest.fixture(scope="module")
+def engines(bundle_dir):
+    return AnomalyEngine.load(bundle_dir), AnomalyEngine.load(bundle_dir, backend="exact")
+
+
+def test_the_station_runs_the_index_and_scores_as_the_exact_search_does(engines, test_images):
+    ivf, exact = engines
+    assert ivf.backend.name == "onnxruntime+ivf" and ivf.bundle.manifest.search is not None
+    assert exact.backend.name == "onnxruntime"
+    spec = ivf.bundle.manifest.search
+    good, bad = list_images(test_images / "good"), list_images(test_images / "defect")
+    pairs = [(ivf.infer(read_image(p)), exact.infer(read_image(p))) for p in [*good, *bad]]
+    a = np.array([p[0].score for p in pairs])
+    e = np.array([p[1].score for p in pairs])
+    assert (a >= e * (1 - 1e-4)).all()  # never under the exact score: the index cannot hide a defect
+    assert np.max(a / e - 1) < 0.05, (a, e)
+    assert spec.max_rel_diff <= 0.02  # what export measured on its parity images, within export.ivf_rtol
+    for (r, q) in pairs:  # the fingerprint (drift) is the graph's
+        np.testing.assert_allclose(r.embedding, q.embedding, rtol=1e-3, atol=1e-3)
+    n_good = len(good)
+    assert np.median(a[n_good:]) > np.median(a[:n_good])
+
+
+def test_a_tampered_index_file_is_refused_by_name(bundle_copy):
+    with open(bundle_copy / "search" / "bank.npy", "r+b") as fh:
+        fh.seek(-8, 2)
+        fh.write(b"\x00" * 8)
+    with pytest.raises(BundleError, match=r"search/bank.npy: sha256 does not match"):
+        load_bundle(bundle_copy)
+
+
+def test_an_index_file_outside_the_listed_files_is_refused(bundle_copy):
+    raw = json.loads((bundle_copy / MANIFEST).read_text())
+    raw["search"]["files"]["bank"] = "../elsewhere/bank.npy"
+    (bundle_copy / MANIFEST).write_text(json.dumps(raw))
+    with pytest.raises(BundleError, match="search.bank '../elsewhere/bank.npy' is not a path inside the bundle"):
+        load_bundle(bundle_copy)
