@@ -104,29 +104,35 @@ class IvfIndex:
 
     def nearest(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(distance [P], original bank index [P]) of each patch feature in ``x`` [P, D] to its nearest probed
-        bank patch. Patches are grouped by cell, so each cell is one small GEMM."""
+        bank patch. The (patch, cell) pairs are sorted by cell, so each cell is one small GEMM over a slice;
+        each pair's best is then reduced per patch in one pass (a Python loop over cells, a few calls each)."""
         x = np.ascontiguousarray(x, np.float32)
         n, k = len(x), self.probe
         cd = (self.centroids * self.centroids).sum(1)[None] - 2 * x @ self.centroids.T
         probe = np.argpartition(cd, k - 1, axis=1)[:, :k] if k < self.cells else np.broadcast_to(
             np.arange(self.cells), (n, self.cells))
-        cell = probe.ravel()
-        rows = np.repeat(np.arange(n), k)
-        by_cell = np.argsort(cell, kind="stable")
-        cell, rows = cell[by_cell], rows[by_cell]
-        bounds = np.searchsorted(cell, np.arange(self.cells + 1))
-        best = np.full(n, np.inf, np.float32)
-        arg = np.zeros(n, np.int64)
-        for j in np.flatnonzero(np.diff(bounds)):
-            r = rows[bounds[j]:bounds[j + 1]]
-            lo, hi = self.offsets[j], self.offsets[j + 1]
-            d = self.bank_sq[lo:hi] - 2 * (x[r] @ self.bank[lo:hi].T)
+        by_cell = np.argsort(probe.ravel(), kind="stable")  # pair p*k+q -> position in cell order
+        bounds = np.searchsorted(probe.ravel()[by_cell], np.arange(self.cells + 1)).tolist()
+        xs = x[by_cell // k] * np.float32(-2.0)  # |b|^2 - 2 x.b: the GEMM gives the -2 x.b part
+        value = np.empty(n * k, np.float32)
+        index = np.empty(n * k, np.int64)
+        offsets = self.offsets.tolist()
+        for j in range(self.cells):
+            a, b = bounds[j], bounds[j + 1]
+            if a == b:
+                continue
+            lo, hi = offsets[j], offsets[j + 1]
+            d = xs[a:b] @ self.bank[lo:hi].T
+            d += self.bank_sq[lo:hi]
             i = d.argmin(1)
-            v = d[np.arange(len(r)), i]
-            better = v < best[r]
-            best[r[better]], arg[r[better]] = v[better], lo + i[better]
-        dist = np.sqrt(np.maximum(best + (x * x).sum(1), 0.0))
-        return dist, self.order[arg]
+            value[a:b] = np.take_along_axis(d, i[:, None], 1)[:, 0]
+            index[a:b] = i + lo
+        pair_value, pair_index = np.empty_like(value), np.empty_like(index)
+        pair_value[by_cell], pair_index[by_cell] = value, index
+        best = pair_value.reshape(n, k).argmin(1)
+        rows = np.arange(n)
+        dist = np.sqrt(np.maximum(pair_value.reshape(n, k)[rows, best] + (x * x).sum(1), 0.0))
+        return dist, self.order[pair_index.reshape(n, k)[rows, best]]
 
 
 def anomaly_map(patch: np.ndarray, height: int, width: int) -> np.ndarray:
