@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from serving.engine.backends import Backend
+from serving.errors import BundleError
 
 #: the files an index is saved as, under the bundle's ``search/`` folder
 FILES = {"centroids": "centroids.npy", "bank": "bank.npy", "bank_sq": "bank_sq.npy", "offsets": "offsets.npy",
@@ -100,7 +101,29 @@ class IvfIndex:
         # np.asarray: a plain view of the mapping (a memmap slice per cell per part costs more than the GEMM)
         arrays = {role: np.asarray(np.load(folder / FILES[role], mmap_mode="r" if role == "bank" else None,
                                            allow_pickle=False)) for role in ("centroids", "bank", "bank_sq", "offsets", "order")}
-        return cls(**arrays, probe=probe)
+        index = cls(**arrays, probe=probe)
+        index.check(folder)
+        return index
+
+    def check(self, folder: Path) -> None:
+        """Raise :class:`BundleError` naming the file unless the arrays fit together (shapes, dtypes, cell bounds,
+        a permutation of the bank): a bad index must stop the load, never a part in the middle of a shift."""
+        n, dim = self.bank.shape if self.bank.ndim == 2 else (-1, -1)
+        problems = [
+            ("bank", self.bank.ndim == 2 and self.bank.dtype == np.float32 and n > 0, "a float32 [N, D] array"),
+            ("centroids", self.centroids.ndim == 2 and self.centroids.shape[1] == dim and len(self.centroids) > 0
+             and self.centroids.dtype == np.float32, f"a float32 [C, {dim}] array"),
+            ("bank_sq", self.bank_sq.shape == (n,) and self.bank_sq.dtype == np.float32, f"float32 [{n}]"),
+            ("offsets", self.offsets.shape == (len(self.centroids) + 1,) and self.offsets.dtype.kind == "i"
+             and self.offsets[0] == 0 and self.offsets[-1] == n and bool(np.all(np.diff(self.offsets) >= 0)),
+             f"{len(self.centroids) + 1} rising cell bounds from 0 to {n}"),
+            ("order", self.order.shape == (n,) and self.order.dtype.kind == "i"
+             and bool(np.array_equal(np.sort(self.order), np.arange(n))), f"a permutation of 0..{n - 1}"),
+        ]
+        for role, ok, want in problems:
+            if not ok:
+                raise BundleError(f"{folder / FILES[role]}: not {want} consistent with the rest of the search index; "
+                                  "re-export the bundle")
 
     def nearest(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(distance [P], original bank index [P]) of each patch feature in ``x`` [P, D] to its nearest probed
@@ -189,8 +212,14 @@ def open_search(bundle, threads: int | None = None) -> IvfBackend:
 
     spec, m = bundle.manifest.search, bundle.manifest
     files = {role: bundle.path(name) for role, name in spec.files.items()}
+    if set(files) != set(FILES) or len({f.parent for f in files.values()}) != 1:
+        raise BundleError(f"{bundle.root}: manifest search.files must name {sorted(FILES)} in one folder; re-export")
     index = IvfIndex.load(files["bank"].parent, probe=spec.probe)
     features = OrtBackend(bundle.path(spec.graph), providers=["CPUExecutionProvider"], threads=threads,
                           sha256=m.files[spec.graph].sha256, spin=False)
-    return IvfBackend(features, index, np.load(files["fingerprint_mean"]), np.load(files["fingerprint_proj"]),
-                      m.input.height, m.input.width)
+    fp_mean, fp_proj = (np.load(files[role], allow_pickle=False) for role in ("fingerprint_mean", "fingerprint_proj"))
+    dim = index.bank.shape[1]
+    if fp_mean.shape != (dim,) or fp_proj.ndim != 2 or fp_proj.shape[0] != dim:
+        raise BundleError(f"{files['fingerprint_proj']}: fingerprint arrays {fp_mean.shape} / {fp_proj.shape} do not fit "
+                          f"the bank's {dim} dimensions; re-export the bundle")
+    return IvfBackend(features, index, fp_mean, fp_proj, m.input.height, m.input.width)

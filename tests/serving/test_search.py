@@ -97,3 +97,35 @@ def test_an_index_file_outside_the_listed_files_is_refused(bundle_copy):
     (bundle_copy / MANIFEST).write_text(json.dumps(raw))
     with pytest.raises(BundleError, match="search.bank '../elsewhere/bank.npy' is not a path inside the bundle"):
         load_bundle(bundle_copy)
+
+
+@pytest.mark.parametrize("damage", ["order_not_a_permutation", "offsets_past_the_bank", "bank_of_another_width"])
+def test_an_inconsistent_index_stops_the_load_naming_the_file_even_when_signed(bundle_copy, damage):
+    """A pipeline bug (or an insider with the key) must not reach the line: the index's arrays are checked
+    against each other when the bundle opens, not discovered by a part."""
+    from helpers import resign
+
+    from serving.engine.bundle import file_entries
+
+    folder = bundle_copy / "search"
+    if damage == "order_not_a_permutation":
+        order = np.load(folder / "order.npy")
+        order[0] = order[1]
+        np.save(folder / "order.npy", order)
+        name = "order.npy"
+    elif damage == "offsets_past_the_bank":
+        offsets = np.load(folder / "offsets.npy")
+        offsets[-1] += 5
+        np.save(folder / "offsets.npy", offsets)
+        name = "offsets.npy"
+    else:
+        np.save(folder / "centroids.npy", np.zeros((4, 3), np.float32))
+        name = "centroids.npy"
+    raw = json.loads((bundle_copy / MANIFEST).read_text())
+    raw["files"][f"search/{name}"] = file_entries(bundle_copy, [f"search/{name}"])[f"search/{name}"].model_dump()
+    (bundle_copy / MANIFEST).write_text(json.dumps(raw, indent=2))
+    resign(bundle_copy)
+    load_bundle(bundle_copy)  # hashes and signature agree: only the index check stands in the way
+    with pytest.raises(BundleError, match=rf"search/{name}: not .* consistent with the rest of the search index"):
+        AnomalyEngine.load(bundle_copy)
+    assert AnomalyEngine.load(bundle_copy, backend="exact").backend.name == "onnxruntime"  # the graph still runs
