@@ -12,6 +12,7 @@ def station(*args):
 def test_verify_ok_and_refuses_tampering(bundle_copy):
     ok = station("verify", str(bundle_copy))
     assert ok.returncode == 0 and "files verified" in ok.stdout
+    assert "search: index, " in ok.stdout and "above exact on the parity images" in ok.stdout
     (bundle_copy / "model.onnx").write_bytes(b"junk")
     bad = station("verify", str(bundle_copy))
     assert bad.returncode == 2
