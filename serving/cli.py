@@ -33,15 +33,12 @@ def _verify(args: argparse.Namespace) -> int:
     m = b.manifest
     what = (f"threshold {m.thresholds.image:.4g}" if m.thresholds else f"classes {', '.join(m.class_names)}")
     signed = b.signature.describe() if trust is not None else "signature not checked (pass --config or --trusted-key)"
-    search = "exact (in the graph)"
     if m.search is not None:
         from serving.engine.search import IvfIndex
 
         IvfIndex.load(b.path(m.search.files["bank"]).parent, probe=m.search.probe)  # its arrays fit together
-        search = (f"index, {m.search.cells} cells, {m.search.probe} probed (scores at most "
-                  f"{m.search.max_rel_diff:.1%} above exact on the parity images)")
     print(f"OK {b.root}: {m.bundle_version} ({m.model_kind}, {m.algorithm}/{m.backbone}), {len(m.files)} files "
-          f"verified, {signed}, {what}, TensorRT: {'built' if m.tensorrt.built else 'no'}, search: {search}")
+          f"verified, {signed}, {what}, TensorRT: {'built' if m.tensorrt.built else 'no'}, search: {m.search_summary}")
     return 0
 
 

@@ -118,9 +118,9 @@ def _write_explain(root: Path, ckpt: dict) -> list[str]:
 def write_search(root: Path, model, ckpt: dict, ep: ExportParams, x: np.ndarray,
                  reference: tuple[np.ndarray, np.ndarray]) -> SearchSpec | None:
     """PatchCore with ``export.search: ivf`` and a bank of at least ``ivf_min_bank`` patches: index the memory
-    bank under ``root/search/``, run the station's
-    search path (backbone graph + index) on the parity images and compare it with the exact scores. Past
-    ``ivf_rtol`` the index is removed and the bundle runs the exact graph (said in a warning)."""
+    bank under ``root/search/``, run the station's search path (backbone graph + index) on the parity images and
+    compare it with the exact scores. Past ``ivf_rtol`` the index is removed and the bundle runs the exact graph
+    (said in a warning)."""
     folder = root / SEARCH_DIR
     shutil.rmtree(folder, ignore_errors=True)
     if ep.search != "ivf" or not isinstance(model, PatchcoreModel) or len(model.memory_bank) < ep.ivf_min_bank:

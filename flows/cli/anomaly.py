@@ -75,7 +75,8 @@ def _export(bundle: str, params) -> int:
 
     m = export_bundle(bundle, params.export)
     print(f"exported {bundle}: {m.bundle_version}; ONNX parity max rel diff {m.parity['onnx_max_rel_diff']:.2e} "
-          f"(tolerance {params.export.parity_rtol:.0e}); TensorRT: {'built' if m.tensorrt.built else 'not built'}")
+          f"(tolerance {params.export.parity_rtol:.0e}); TensorRT: {'built' if m.tensorrt.built else 'not built'}; "
+          f"search: {m.search_summary}")
     run_id = load_enrollment(bundle).get("mlflow_run_id")
     if params.tracking.enabled and run_id:
         from flows.tracking.mlflow_runs import register_bundle
@@ -213,6 +214,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
               f"{summary['mlflow_run_id']}  (browse: .venv/bin/mlflow ui --backend-store-uri {params.tracking.uri}, "
               f"then Experiments > {params.tracking.experiment} > Runs, or Models > {params.model_name})")
     print(f"TensorRT: {summary['tensorrt']}")
+    print(f"search:   {summary['search']}  (export.search; the station runs it on a CPU)")
     print(f"total {time.perf_counter() - t0:.0f} s")
     return 0
 

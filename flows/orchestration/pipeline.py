@@ -84,6 +84,7 @@ def enroll_flow(data_dir: str, bundle_dir: str, params: Params | None = None, pr
         "thresholds": {"image": manifest.thresholds.image, "pixel": manifest.thresholds.pixel},
         "onnx_parity": manifest.parity["onnx_max_rel_diff"],
         "tensorrt": manifest.tensorrt.reason or "built",
+        "search": manifest.search_summary,
         "metrics": report,
         "mlflow_run_id": run_id,
         "model_version": version,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from serving.engine.backends import open_backend, tensorrt_available
+from serving.engine.backends import PREFERRED_PROVIDERS, open_backend, tensorrt_available
 from serving.engine.base import InferenceEngine
 from serving.engine.signing import Trust
 from serving.engine.bundle import Bundle, load_bundle
@@ -44,11 +44,22 @@ class AnomalyResult:
         return heatmap_overlay(self.crop, self.anomaly_map, pixel_threshold)
 
 
+def cpu_only(backend: str, engine_built: bool) -> bool:
+    """True when ``backend`` would run the graph on a CPU: no TensorRT engine to run, no GPU provider in ONNX
+    Runtime. Only then does the search index pay (a GPU runs the exact search's one large GEMM faster)."""
+    import onnxruntime as ort
+
+    if backend == "auto" and engine_built and tensorrt_available():
+        return False
+    return not [p for p in PREFERRED_PROVIDERS if p != "CPUExecutionProvider" and p in ort.get_available_providers()]
+
+
 class AnomalyEngine(InferenceEngine):
     """Scores images with a verified anomaly bundle.
 
-    ``backend``: ``auto`` (TensorRT where built and importable, else ONNX Runtime with the bundle's search index
-    when it has one), ``tensorrt``, ``onnxruntime``, or ``exact`` (ONNX Runtime, the whole graph's exact search).
+    ``backend``: ``auto`` (TensorRT where built and importable, else ONNX Runtime on its best provider; on a CPU,
+    with the bundle's search index when it has one), ``tensorrt``, ``onnxruntime``, or ``exact`` (ONNX Runtime,
+    the whole graph's exact search).
     """
 
     def __init__(self, bundle: Bundle, backend: str = "auto", threads: int | None = None) -> None:
@@ -57,8 +68,7 @@ class AnomalyEngine(InferenceEngine):
         if m.model_kind != "anomaly":
             raise BundleError(f"{bundle.root}: model_kind {m.model_kind!r}, expected 'anomaly'")
         self.spec, self.roi, self.thresholds = m.input, m.roi, m.thresholds
-        trt = backend == "tensorrt" or (backend == "auto" and m.tensorrt.built and tensorrt_available())
-        if m.search is not None and backend != "exact" and not trt:
+        if m.search is not None and backend in ("auto", "onnxruntime") and cpu_only(backend, m.tensorrt.built):
             self.backend = open_search(bundle, threads)
             return
         self.backend = open_backend(bundle.root, m.model_file, m.tensorrt.file if m.tensorrt.built else None,

@@ -192,6 +192,15 @@ class Manifest(StrictModel):
         return self
 
     @property
+    def search_summary(self) -> str:
+        """Which nearest-neighbour search a CPU station runs with this bundle, for people."""
+        s = self.search
+        if s is None:
+            return "exact (in the graph)"
+        return (f"index, {s.cells} cells, {s.probe} probed (scores at most {s.max_rel_diff:.1%} above exact on the "
+                "parity images)")
+
+    @property
     def has_fingerprint(self) -> bool:
         """True when the graph outputs a part fingerprint (schema 2 and later)."""
         return "embedding" in self.outputs and self.baseline is not None and self.baseline.embedding_dims > 0

@@ -129,3 +129,19 @@ def test_an_inconsistent_index_stops_the_load_naming_the_file_even_when_signed(b
     with pytest.raises(BundleError, match=rf"search/{name}: not .* consistent with the rest of the search index"):
         AnomalyEngine.load(bundle_copy)
     assert AnomalyEngine.load(bundle_copy, backend="exact").backend.name == "onnxruntime"  # the graph still runs
+
+
+def test_a_gpu_station_runs_the_whole_graph_and_a_cpu_one_the_index(bundle_dir, monkeypatch):
+    """On a GPU the exact search's one large GEMM is faster than the index's many small ones: the index is for CPUs."""
+    import onnxruntime as ort
+
+    from serving.engine import anomaly
+
+    gpu = {"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(ort.get_available_providers())
+    assert anomaly.cpu_only("auto", engine_built=False) == (not gpu)  # this machine: CPU (and Azure) only
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert not anomaly.cpu_only("auto", engine_built=False) and not anomaly.cpu_only("onnxruntime", False)
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    assert anomaly.cpu_only("onnxruntime", engine_built=True)  # an engine, but asked for ONNX Runtime
+    monkeypatch.setattr(anomaly, "tensorrt_available", lambda: True)
+    assert not anomaly.cpu_only("auto", engine_built=True)  # TensorRT runs its engine of the whole graph
