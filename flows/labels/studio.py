@@ -177,7 +177,7 @@ def _explain_picture(r, root: str, key: bytes, engine, img: np.ndarray, res, ext
     import fsspec
 
     from flows.data.evidence import storage_options
-    from serving.engine.explain import encode_jpeg
+    from serving.engine.explain_picture import encode_jpeg
     from serving.engine.preprocess import heatmap_overlay
     from serving.evidence.crypto import ImageVault
 

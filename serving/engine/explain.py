@@ -15,7 +15,8 @@ a thumbnail of every enrolled normal (``explain/normals/NNNN.jpg``), their file 
 * **nearest normal**: the enrolled normal whose fingerprint is nearest the part's; for a bundle without
   fingerprints, the normal the most anomalous patch was matched in.
 
-Runs for FAIL parts only, after the reject is scheduled; numpy and opencv only.
+Runs for FAIL parts only, after the reject is scheduled; numpy and opencv only. Drawing the picture is
+:mod:`serving.engine.explain_picture`.
 
 >>> ex = Explainer.load(load_bundle("models/elpv/bundle"))          # doctest: +SKIP
 >>> why = ex.explain(engine.infer(image), engine.thresholds.pixel)   # doctest: +SKIP
@@ -32,13 +33,8 @@ import numpy as np
 
 from serving.engine.bundle import Bundle
 from serving.errors import BundleError
-from serving.explanation import PANELS, Box, Explanation, NearestNormal, NormalPatch
-
-#: outline colours (RGB) of the patches ranked 1, 2, 3: apart from the heatmap's blue-green-red scale
-RANK_COLORS = ((0, 255, 255), (255, 0, 255), (255, 190, 0))
-REGION_COLOR = (255, 255, 255)
-BACKGROUND = 24  #: dark grey between the panels
-
+from serving.engine.explain_picture import render as render_picture
+from serving.explanation import Box, Explanation, NearestNormal, NormalPatch
 
 class Explainer:
     """A bundle's explain files, loaded once per bundle (the engine keeps one, made at its first FAIL)."""
@@ -158,85 +154,9 @@ class Explainer:
         return None if bgr is None else np.ascontiguousarray(bgr[:, :, ::-1])
 
     def render(self, overlay_rgb: np.ndarray, why: Explanation, panel_px: int = 240) -> tuple[np.ndarray, Explanation]:
-        """One side-by-side picture: heatmap overlay | nearest normal | the 3 normal patches, the region and
-        each patch outlined in its rank's colour. Returns it (uint8 RGB) and ``why`` with the panels' boxes."""
-        P, title, pad = panel_px, 22, 6
-        H, W = why.input
-        oh, ow = overlay_rgb.shape[:2]
-        widths = [min(max(round(ow * P / oh), P // 2), 2 * P), max(round(P * W / H), 1), P, P, P]
-        out = np.full((title + P + pad, sum(widths) + pad * (len(widths) + 1), 3), BACKGROUND, np.uint8)
-        boxes: dict[str, Box] = {}
-        x = pad
-        for name, width in zip(PANELS, widths):
-            boxes[name] = (x, title, width, P)
-            x += width + pad
-        self._overlay_panel(out, boxes["overlay"], overlay_rgb, why)
-        self._normal_panel(out, boxes["normal"], why)
-        for k in range(3):
-            self._patch_panel(out, boxes[f"patch{k + 1}"], why.patches[k] if k < len(why.patches) else None, why)
-        return out, why.model_copy(update={"picture": boxes})
-
-    def _overlay_panel(self, out: np.ndarray, box: Box, overlay: np.ndarray, why: Explanation) -> None:
-        x, y, w, h = box
-        panel = np.ascontiguousarray(_fit(overlay, h, w))
-        sx, sy = w / why.input[1], h / why.input[0]
-        _rect(panel, why.region, sx, sy, REGION_COLOR, 2)
-        for p in why.patches:
-            _rect(panel, p.box, sx, sy, RANK_COLORS[p.rank - 1], 1, label=str(p.rank))
-        out[y:y + h, x:x + w] = panel
-        _title(out, box, "part: heatmap, region")
-
-    def _normal_panel(self, out: np.ndarray, box: Box, why: Explanation) -> None:
-        x, y, w, h = box
-        near = why.nearest
-        thumb = self.thumbnail(near.index) if near is not None else None
-        if thumb is None:
-            _title(out, box, "no nearest normal")
-            return
-        panel = np.ascontiguousarray(_fit(thumb, h, w))
-        sx, sy = w / why.input[1], h / why.input[0]
-        for p in why.patches:
-            if p.normal_index == near.index:  # a matched patch that lies in this very normal
-                _rect(panel, p.normal_box, sx, sy, RANK_COLORS[p.rank - 1], 1, label=str(p.rank))
-        out[y:y + h, x:x + w] = panel
-        _title(out, box, f"nearest normal #{near.index}")
-
-    def _patch_panel(self, out: np.ndarray, box: Box, p: NormalPatch | None, why: Explanation) -> None:
-        x, y, w, h = box
-        thumb = self.thumbnail(p.normal_index) if p is not None else None
-        if thumb is None:
-            _title(out, box, "no patch")
-            return
-        # the bank patch with one patch of context around it (what its features saw), in thumbnail pixels
-        H, W = why.input
-        th, tw = thumb.shape[:2]
-        bx, by, bw, bh = p.normal_box
-        cx0 = min(max(bx - bw, 0), max(W - 3 * bw, 0))
-        cy0 = min(max(by - bh, 0), max(H - 3 * bh, 0))
-        cw, ch = min(3 * bw, W), min(3 * bh, H)
-        kx, ky = tw / W, th / H
-        crop = thumb[round(cy0 * ky):max(round((cy0 + ch) * ky), round(cy0 * ky) + 1),
-                     round(cx0 * kx):max(round((cx0 + cw) * kx), round(cx0 * kx) + 1)]
-        panel = np.ascontiguousarray(cv2.resize(crop, (w, h), interpolation=cv2.INTER_CUBIC))
-        _rect(panel, (bx - cx0, by - cy0, bw, bh), w / cw, h / ch, RANK_COLORS[p.rank - 1], 2)
-        out[y:y + h, x:x + w] = panel
-        _title(out, box, f"{p.rank}: normal #{p.normal_index} r{p.normal_cell[0]} c{p.normal_cell[1]}")
-
-
-def panel(picture: np.ndarray, why: Explanation, name: str) -> np.ndarray:
-    """One panel of a rendered picture (``overlay``, ``normal``, ``patch1``-``patch3``; ``patches`` spans the
-    three patch crops; ``picture`` is the whole)."""
-    boxes = why.picture
-    if name != "picture" and not boxes:
-        raise ValueError("this explanation was never rendered: it has no panels")
-    if name == "picture":
-        return picture
-    if name == "patches":
-        x0, y0, _, h = boxes["patch1"]
-        x1, _, w1, _ = boxes["patch3"]
-        return picture[y0:y0 + h, x0:x1 + w1]
-    x, y, w, h = boxes[name]
-    return picture[y:y + h, x:x + w]
+        """The side-by-side picture of ``why`` (:func:`serving.engine.explain_picture.render`) with this bundle's
+        thumbnails."""
+        return render_picture(self.thumbnail, overlay_rgb, why, panel_px)
 
 
 def _npy(path) -> np.ndarray:
@@ -258,48 +178,3 @@ def _bbox(cells: list[tuple[int, int]], grid: tuple[int, int], size: tuple[int, 
     x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
     x1, y1 = max(b[0] + b[2] for b in boxes), max(b[1] + b[3] for b in boxes)
     return x0, y0, x1 - x0, y1 - y0
-
-
-def _fit(img: np.ndarray, h: int, w: int) -> np.ndarray:
-    if img.shape[:2] == (h, w):
-        return img.copy()
-    shrink = img.shape[0] > h or img.shape[1] > w
-    return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-
-
-def _rect(img: np.ndarray, box: Box, sx: float, sy: float, color, thickness: int, label: str = "") -> None:
-    x, y, w, h = box
-    p0 = (round(x * sx), round(y * sy))
-    p1 = (min(round((x + w) * sx) - 1, img.shape[1] - 1), min(round((y + h) * sy) - 1, img.shape[0] - 1))
-    cv2.rectangle(img, p0, p1, color, thickness)
-    if label:
-        ty = p0[1] - 3 if p0[1] > 14 else p1[1] + 13
-        cv2.putText(img, label, (p0[0], min(ty, img.shape[0] - 2)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, color, 1,
-                    cv2.LINE_AA)
-
-
-def _title(out: np.ndarray, box: Box, text: str) -> None:
-    x, y, w, _ = box
-    text = text.encode("ascii", "replace").decode()
-    scale = 0.45
-    while scale > 0.3 and cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] > w:
-        scale -= 0.05
-    cv2.putText(out, text, (x, y - 7), cv2.FONT_HERSHEY_SIMPLEX, scale, (230, 230, 230), 1, cv2.LINE_AA)
-
-
-def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
-    """uint8 RGB -> JPEG bytes (the picture is for eyes: a JPEG is a quarter of a PNG and 3x faster to write)."""
-    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise ValueError("JPEG encoding failed")
-    return buf.tobytes()
-
-
-def panel_jpeg(picture_jpeg: bytes, why: Explanation, name: str) -> bytes:
-    """One panel (see :func:`panel`) of a stored picture, as JPEG."""
-    if name == "picture":
-        return picture_jpeg
-    bgr = cv2.imdecode(np.frombuffer(picture_jpeg, np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ValueError("the stored picture is not a JPEG")
-    return encode_jpeg(panel(bgr[:, :, ::-1], why, name))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from serving.engine.explain import encode_jpeg, panel
+from serving.engine.explain_picture import encode_jpeg, panel
 from serving.engine.preprocess import Roi, crop_roi, heatmap_overlay, resize
 from serving.errors import ImageError
 from serving.evidence.record import ActuationOutcome, InspectionRecord

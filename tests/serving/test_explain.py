@@ -15,7 +15,8 @@ from serving.alarms import Alarms
 from serving.api import create_app
 from serving.engine.anomaly import AnomalyEngine
 from serving.engine.bundle import Bundle, load_bundle
-from serving.engine.explain import Explainer, encode_jpeg, panel
+from serving.engine.explain import Explainer
+from serving.engine.explain_picture import encode_jpeg, panel
 from serving.engine.preprocess import heatmap_overlay
 from serving.errors import BundleError
 from serving.evidence.retention import enforce_limits

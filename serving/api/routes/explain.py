@@ -10,7 +10,7 @@ from fastapi.responses import Response
 
 from serving.api.deps import station
 from serving.api.schemas import RecordId
-from serving.engine.explain import panel_jpeg
+from serving.engine.explain_picture import panel_jpeg
 from serving.errors import LineguardError
 from serving.explanation import Explanation
 
