@@ -103,20 +103,23 @@ class IvfIndex:
                                            allow_pickle=False)) for role in ("centroids", "bank", "bank_sq", "offsets", "order")}
         index = cls(**arrays, probe=probe)
         index.check(folder)
+        index.probe = max(1, min(probe, index.cells))  # more probes than cells: every cell, the exact search
         return index
 
     def check(self, folder: Path) -> None:
         """Raise :class:`BundleError` naming the file unless the arrays fit together (shapes, dtypes, cell bounds,
         a permutation of the bank): a bad index must stop the load, never a part in the middle of a shift."""
         n, dim = self.bank.shape if self.bank.ndim == 2 else (-1, -1)
+        cells = self.centroids.shape[0] if self.centroids.ndim == 2 else -1
         problems = [
-            ("bank", self.bank.ndim == 2 and self.bank.dtype == np.float32 and n > 0, "a float32 [N, D] array"),
-            ("centroids", self.centroids.ndim == 2 and self.centroids.shape[1] == dim and len(self.centroids) > 0
-             and self.centroids.dtype == np.float32, f"a float32 [C, {dim}] array"),
+            ("bank", self.bank.ndim == 2 and self.bank.dtype == np.float32 and n > 0
+             and bool(np.isfinite(self.bank).all()), "a finite float32 [N, D] array"),
+            ("centroids", cells > 0 and self.centroids.shape[1] == dim and self.centroids.dtype == np.float32
+             and bool(np.isfinite(self.centroids).all()), f"a finite float32 [C, {dim}] array"),
             ("bank_sq", self.bank_sq.shape == (n,) and self.bank_sq.dtype == np.float32, f"float32 [{n}]"),
-            ("offsets", self.offsets.shape == (len(self.centroids) + 1,) and self.offsets.dtype.kind == "i"
+            ("offsets", self.offsets.shape == (cells + 1,) and self.offsets.dtype.kind == "i"
              and self.offsets[0] == 0 and self.offsets[-1] == n and bool(np.all(np.diff(self.offsets) >= 0)),
-             f"{len(self.centroids) + 1} rising cell bounds from 0 to {n}"),
+             f"{cells + 1} rising cell bounds from 0 to {n}"),
             ("order", self.order.shape == (n,) and self.order.dtype.kind == "i"
              and bool(np.array_equal(np.sort(self.order), np.arange(n))), f"a permutation of 0..{n - 1}"),
         ]

@@ -99,7 +99,8 @@ def test_an_index_file_outside_the_listed_files_is_refused(bundle_copy):
         load_bundle(bundle_copy)
 
 
-@pytest.mark.parametrize("damage", ["order_not_a_permutation", "offsets_past_the_bank", "bank_of_another_width"])
+@pytest.mark.parametrize("damage", ["order_not_a_permutation", "offsets_past_the_bank", "bank_of_another_width",
+                                    "centroids_0d", "bank_with_nan"])
 def test_an_inconsistent_index_stops_the_load_naming_the_file_even_when_signed(bundle_copy, damage):
     """A pipeline bug (or an insider with the key) must not reach the line: the index's arrays are checked
     against each other when the bundle opens, not discovered by a part."""
@@ -118,9 +119,17 @@ def test_an_inconsistent_index_stops_the_load_naming_the_file_even_when_signed(b
         offsets[-1] += 5
         np.save(folder / "offsets.npy", offsets)
         name = "offsets.npy"
-    else:
+    elif damage == "bank_of_another_width":
         np.save(folder / "centroids.npy", np.zeros((4, 3), np.float32))
         name = "centroids.npy"
+    elif damage == "centroids_0d":
+        np.save(folder / "centroids.npy", np.float32(1.0))
+        name = "centroids.npy"
+    else:
+        bank = np.load(folder / "bank.npy")
+        bank[3, 5] = np.nan
+        np.save(folder / "bank.npy", bank)
+        name = "bank.npy"
     raw = json.loads((bundle_copy / MANIFEST).read_text())
     raw["files"][f"search/{name}"] = file_entries(bundle_copy, [f"search/{name}"])[f"search/{name}"].model_dump()
     (bundle_copy / MANIFEST).write_text(json.dumps(raw, indent=2))
@@ -145,3 +154,12 @@ def test_a_gpu_station_runs_the_whole_graph_and_a_cpu_one_the_index(bundle_dir, 
     assert anomaly.cpu_only("onnxruntime", engine_built=True)  # an engine, but asked for ONNX Runtime
     monkeypatch.setattr(anomaly, "tensorrt_available", lambda: True)
     assert not anomaly.cpu_only("auto", engine_built=True)  # TensorRT runs its engine of the whole graph
+
+
+def test_more_probes_than_cells_is_the_exact_search(tmp_path):
+    rng = np.random.default_rng(3)
+    bank = rng.normal(size=(200, 6)).astype(np.float32)
+    IvfIndex.build(bank, cells=4, probe=4).save(tmp_path)
+    index = IvfIndex.load(tmp_path, probe=9)  # a manifest may say more than the bank was split into
+    x = rng.normal(size=(15, 6)).astype(np.float32)
+    np.testing.assert_allclose(index.nearest(x)[0], _exact(x, bank)[0], atol=1e-4)
