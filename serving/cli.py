@@ -34,9 +34,9 @@ def _verify(args: argparse.Namespace) -> int:
     what = (f"threshold {m.thresholds.image:.4g}" if m.thresholds else f"classes {', '.join(m.class_names)}")
     signed = b.signature.describe() if trust is not None else "signature not checked (pass --config or --trusted-key)"
     if m.search is not None:
-        from serving.engine.search import IvfIndex
+        from serving.engine.search import IvfIndex, search_files
 
-        IvfIndex.load(b.path(m.search.files["bank"]).parent, probe=m.search.probe)  # its arrays fit together
+        IvfIndex.load(search_files(b), probe=m.search.probe)  # its arrays fit together
     print(f"OK {b.root}: {m.bundle_version} ({m.model_kind}, {m.algorithm}/{m.backbone}), {len(m.files)} files "
           f"verified, {signed}, {what}, TensorRT: {'built' if m.tensorrt.built else 'no'}, search: {m.search_summary}")
     return 0

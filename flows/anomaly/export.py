@@ -89,7 +89,7 @@ def parity(reference: tuple[np.ndarray, np.ndarray], candidate: tuple[np.ndarray
 
 def check_parity(name: str, result: dict[str, float], rtol: float) -> None:
     """Raise :class:`ParityError` if the score difference exceeds ``rtol``."""
-    if result["max_rel_diff"] > rtol:
+    if not result["max_rel_diff"] <= rtol:  # NaN is a failure too
         raise ParityError(
             f"{name} parity check failed: image scores differ from torch by up to "
             f"{result['max_rel_diff']:.2e} (relative), tolerance {rtol:.0e}; the export is not trustworthy, "
@@ -135,7 +135,7 @@ def write_search(root: Path, model, ckpt: dict, ep: ExportParams, x: np.ndarray,
                          reference[1].shape[1], reference[1].shape[2])
     s, m = backend.run(x)[:2]
     diff = parity(reference, (s, m[:, 0]))
-    if diff["max_rel_diff"] > ep.ivf_rtol:
+    if not diff["max_rel_diff"] <= ep.ivf_rtol:  # NaN is a failure too
         log.warning("the IVF search (%d cells, %d probed) over-estimates a parity image's score by %.1e, past "
                     "export.ivf_rtol %.0e: the bundle runs the exact search; raise export.ivf_probe to keep the "
                     "index", index.cells, index.probe, diff["max_rel_diff"], ep.ivf_rtol)

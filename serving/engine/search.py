@@ -19,6 +19,8 @@ past the tolerance. Everything here is numpy (and opencv for the map): the stati
 
 from __future__ import annotations
 
+import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +33,21 @@ from serving.errors import BundleError
 #: the files an index is saved as, under the bundle's ``search/`` folder
 FILES = {"centroids": "centroids.npy", "bank": "bank.npy", "bank_sq": "bank_sq.npy", "offsets": "offsets.npy",
          "order": "order.npy", "fingerprint_mean": "fingerprint_mean.npy", "fingerprint_proj": "fingerprint_proj.npy"}
+#: the files :class:`IvfIndex` itself is made of (the rest is the part fingerprint's projection)
+INDEX_ROLES = ("centroids", "bank", "bank_sq", "offsets", "order")
+
+
+def read_array(path: Path, mmap: bool = False) -> np.ndarray:
+    """A ``.npy`` file as an array (memory-mapped, read-only, with ``mmap``); :class:`BundleError` naming the file
+    if it is not one (truncated, a pickle, a zip or ``.npz``, another format)."""
+    try:
+        array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # numpy reads a "PK" header as a zip
+        raise BundleError(f"{path}: not a readable .npy array ({exc}); re-export the bundle") from None
+    if not isinstance(array, np.ndarray):
+        array.close()
+        raise BundleError(f"{path}: an .npz archive, not one .npy array; re-export the bundle")
+    return np.asarray(array)
 
 
 def kmeans(x: np.ndarray, k: int, iters: int = 20, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -90,42 +107,55 @@ class IvfIndex:
         """Write the index as ``.npy`` files in ``folder``; returns their paths."""
         folder.mkdir(parents=True, exist_ok=True)
         out = []
-        for role in ("centroids", "bank", "bank_sq", "offsets", "order"):
+        for role in INDEX_ROLES:
             np.save(folder / FILES[role], getattr(self, role))
             out.append(folder / FILES[role])
         return out
 
     @classmethod
-    def load(cls, folder: Path, probe: int) -> "IvfIndex":
-        """Read an index saved by :meth:`save`; the bank is memory-mapped (pages are read as cells are probed)."""
+    def load(cls, files: Path | dict[str, Path], probe: int) -> "IvfIndex":
+        """Read an index saved by :meth:`save` (``files``: role -> path, or the folder holding :data:`FILES`) and
+        :meth:`check` it; the bank is memory-mapped (the check reads it once; parts then page in the cells)."""
+        if isinstance(files, Path):
+            files = {role: files / name for role, name in FILES.items()}
         # np.asarray: a plain view of the mapping (a memmap slice per cell per part costs more than the GEMM)
-        arrays = {role: np.asarray(np.load(folder / FILES[role], mmap_mode="r" if role == "bank" else None,
-                                           allow_pickle=False)) for role in ("centroids", "bank", "bank_sq", "offsets", "order")}
+        arrays = {role: read_array(files[role], mmap=role == "bank") for role in INDEX_ROLES}
         index = cls(**arrays, probe=probe)
-        index.check(folder)
+        index.check(files)
         index.probe = max(1, min(probe, index.cells))  # more probes than cells: every cell, the exact search
         return index
 
-    def check(self, folder: Path) -> None:
-        """Raise :class:`BundleError` naming the file unless the arrays fit together (shapes, dtypes, cell bounds,
-        a permutation of the bank): a bad index must stop the load, never a part in the middle of a shift."""
-        n, dim = self.bank.shape if self.bank.ndim == 2 else (-1, -1)
-        cells = self.centroids.shape[0] if self.centroids.ndim == 2 else -1
-        problems = [
-            ("bank", self.bank.ndim == 2 and self.bank.dtype == np.float32 and n > 0
-             and bool(np.isfinite(self.bank).all()), "a finite float32 [N, D] array"),
-            ("centroids", cells > 0 and self.centroids.shape[1] == dim and self.centroids.dtype == np.float32
-             and bool(np.isfinite(self.centroids).all()), f"a finite float32 [C, {dim}] array"),
-            ("bank_sq", self.bank_sq.shape == (n,) and self.bank_sq.dtype == np.float32, f"float32 [{n}]"),
-            ("offsets", self.offsets.shape == (cells + 1,) and self.offsets.dtype.kind == "i"
-             and self.offsets[0] == 0 and self.offsets[-1] == n and bool(np.all(np.diff(self.offsets) >= 0)),
-             f"{cells + 1} rising cell bounds from 0 to {n}"),
-            ("order", self.order.shape == (n,) and self.order.dtype.kind == "i"
-             and bool(np.array_equal(np.sort(self.order), np.arange(n))), f"a permutation of 0..{n - 1}"),
+    def check(self, files: dict[str, Path]) -> None:
+        """Raise :class:`BundleError` naming the file unless the arrays fit together (shapes, dtypes, finite
+        values, squared norms that are the bank's, non-empty cells tiling the bank, a permutation of the bank):
+        a bad index must stop the load, never a part in the middle of a shift. The rules run in order, each
+        relying on those before it."""
+        bank, cent, sq, offsets, order = self.bank, self.centroids, self.bank_sq, self.offsets, self.order
+        n, dim = bank.shape if bank.ndim == 2 else (0, 0)
+        cells = len(cent) if cent.ndim else 0
+        norms: list[np.ndarray] = []  # the bank's row norms, computed once by the first rule that passes its shape
+
+        def bank_ok() -> bool:
+            if not (bank.ndim == 2 and bank.dtype == np.float32 and n > 0):
+                return False
+            norms.append(np.einsum("ij,ij->i", bank, bank))
+            return bool(np.isfinite(norms[0]).all())  # a NaN or inf anywhere in a row makes its norm one
+
+        rules: list[tuple[str, Callable[[], bool], str]] = [
+            ("bank", bank_ok, "a finite float32 [N, D] array"),
+            ("centroids", lambda: cent.ndim == 2 and cells > 0 and cent.shape[1] == dim
+             and cent.dtype == np.float32 and bool(np.isfinite(cent).all()), f"a finite float32 [C, {dim}] array"),
+            ("bank_sq", lambda: sq.shape == (n,) and sq.dtype == np.float32
+             and bool(np.allclose(sq, norms[0], rtol=1e-4, atol=1e-6)), f"float32 [{n}], the bank's squared norms"),
+            ("offsets", lambda: offsets.shape == (cells + 1,) and offsets.dtype.kind == "i"
+             and offsets[0] == 0 and offsets[-1] == n and bool(np.all(np.diff(offsets) > 0)),
+             f"{cells + 1} strictly rising cell bounds from 0 to {n} (no empty cell)"),
+            ("order", lambda: order.shape == (n,) and order.dtype.kind == "i"
+             and bool(np.array_equal(np.sort(order), np.arange(n))), f"a permutation of 0..{n - 1}"),
         ]
-        for role, ok, want in problems:
-            if not ok:
-                raise BundleError(f"{folder / FILES[role]}: not {want} consistent with the rest of the search index; "
+        for role, ok, want in rules:
+            if not ok():
+                raise BundleError(f"{files[role]}: not {want} consistent with the rest of the search index; "
                                   "re-export the bundle")
 
     def nearest(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -208,21 +238,41 @@ class IvfBackend(Backend):
         return [scores, maps, match, prints.astype(np.float32)]
 
 
+def search_files(bundle) -> dict[str, Path]:
+    """role -> path of the bundle's index files: exactly the :data:`FILES` roles, each a file the manifest lists
+    (so hashed and signed; a folder name that ``load_bundle`` accepts for other sections is not enough here)."""
+    spec, root = bundle.manifest.search, bundle.root
+    if set(spec.files) != set(FILES):
+        raise BundleError(f"{root}: manifest search.files has roles {sorted(spec.files)}, the station needs exactly "
+                          f"{sorted(FILES)}; re-export the bundle")
+    unlisted = sorted(name for name in spec.files.values() if name not in bundle.manifest.files)
+    if unlisted:
+        raise BundleError(f"{root}: manifest search.files {unlisted} are not files listed under 'files' "
+                          "(unverifiable); re-export the bundle")
+    return {role: bundle.path(name) for role, name in spec.files.items()}
+
+
 def open_search(bundle, threads: int | None = None) -> IvfBackend:
     """The bundle's :class:`IvfBackend` (its manifest has a ``search`` section): the backbone graph on ONNX
     Runtime's CPU provider, the index memory-mapped from the verified ``search/`` files."""
     from serving.engine.backends import OrtBackend
 
     spec, m = bundle.manifest.search, bundle.manifest
-    files = {role: bundle.path(name) for role, name in spec.files.items()}
-    if set(files) != set(FILES) or len({f.parent for f in files.values()}) != 1:
-        raise BundleError(f"{bundle.root}: manifest search.files must name {sorted(FILES)} in one folder; re-export")
-    index = IvfIndex.load(files["bank"].parent, probe=spec.probe)
+    files = search_files(bundle)
+    index = IvfIndex.load(files, probe=spec.probe)
+    if spec.cells != index.cells:
+        raise BundleError(f"{files['centroids']}: {index.cells} cells, the manifest says {spec.cells}; re-export")
+    fp_mean, fp_proj = (read_array(files[role]) for role in ("fingerprint_mean", "fingerprint_proj"))
+    dim = index.bank.shape[1]
+    if not (fp_mean.shape == (dim,) and fp_proj.ndim == 2 and fp_proj.shape[0] == dim
+            and fp_mean.dtype.kind == fp_proj.dtype.kind == "f" and np.isfinite(fp_mean).all()
+            and np.isfinite(fp_proj).all()):
+        raise BundleError(f"{files['fingerprint_proj']}: fingerprint arrays {fp_mean.shape} / {fp_proj.shape} are not "
+                          f"finite float arrays fitting the bank's {dim} dimensions; re-export the bundle")
     features = OrtBackend(bundle.path(spec.graph), providers=["CPUExecutionProvider"], threads=threads,
                           sha256=m.files[spec.graph].sha256, spin=False)
-    fp_mean, fp_proj = (np.load(files[role], allow_pickle=False) for role in ("fingerprint_mean", "fingerprint_proj"))
-    dim = index.bank.shape[1]
-    if fp_mean.shape != (dim,) or fp_proj.ndim != 2 or fp_proj.shape[0] != dim:
-        raise BundleError(f"{files['fingerprint_proj']}: fingerprint arrays {fp_mean.shape} / {fp_proj.shape} do not fit "
-                          f"the bank's {dim} dimensions; re-export the bundle")
+    width = features.session.get_outputs()[0].shape
+    if len(width) != 4 or (isinstance(width[1], int) and width[1] != dim):
+        raise BundleError(f"{bundle.path(spec.graph)}: the backbone graph gives patch features of shape {width}, the "
+                          f"index holds {dim}-dimensional patches; re-export the bundle")
     return IvfBackend(features, index, fp_mean, fp_proj, m.input.height, m.input.width)

@@ -54,6 +54,12 @@ def test_a_fingerprint_that_drifts_fails_parity_too(enrolled, monkeypatch):
         export_mod.export_bundle(enrolled, fast_params().export)
 
 
+def test_a_nan_parity_difference_is_a_failure_not_a_pass():
+    """NaN compares False with anything: a graph that outputs NaN must not slip through ``diff > rtol``."""
+    with pytest.raises(export_mod.ParityError, match="nan"):
+        export_mod.check_parity("ONNX", {"max_rel_diff": float("nan")}, 1e-3)
+
+
 @pytest.mark.skipif(tensorrt_available(), reason="TensorRT present: the engine is built instead")
 def test_without_tensorrt_the_manifest_says_so_with_the_build_command(enrolled):
     m = export_mod.export_bundle(enrolled, fast_params().export)

@@ -110,12 +110,14 @@ def test_another_vendors_client_sets_the_trigger_coil_on_the_plc(tmp_path):
         trig = ModbusCoilTrigger(client, coil=4, device_id=1, poll_ms=1, alarms=alarms)
         master = modbus_tcp.TcpMaster(host="127.0.0.1", port=port, timeout_in_sec=1.0)
         stop_evt = threading.Event()
-        errors = []
+        brackets = []
         for _ in range(10):
             sent = time.monotonic_ns()
             master.execute(1, cst.WRITE_SINGLE_COIL, 4, output_value=1)
             tick = trig.wait(stop_evt)
-            errors.append((tick.t_ns - sent) / 1e6)
+            brackets.append(((tick.t_ns - sent) / 1e6, (time.monotonic_ns() - tick.t_ns) / 1e6))
             time.sleep(0.05)
         master.close()
-    assert all(-2 < e < 5 for e in errors), errors  # poll 1 ms: the edge is placed within the poll gap
+    # the edge is placed in the poll gap that saw it: never after the poll returned it, and before the write only by
+    # half the freshness window (3 polls + 2 ms); bounds, not a latency, so a loaded CI machine cannot flake it
+    assert len(brackets) == 10 and all(before > -2.5 and after >= 0 for before, after in brackets), brackets

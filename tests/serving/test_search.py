@@ -99,8 +99,61 @@ def test_an_index_file_outside_the_listed_files_is_refused(bundle_copy):
         load_bundle(bundle_copy)
 
 
-@pytest.mark.parametrize("damage", ["order_not_a_permutation", "offsets_past_the_bank", "bank_of_another_width",
-                                    "centroids_0d", "bank_with_nan"])
+def _damage_index(folder, damage: str) -> tuple[str, str]:
+    """Write one inconsistency into a bundle's search/ folder; (the file it is in, what the error says)."""
+    consistent = "not .* consistent with the rest of the search index"
+    arrays = {name: np.load(folder / name) for name in ("order.npy", "offsets.npy", "bank.npy", "bank_sq.npy")}
+    if damage == "order_not_a_permutation":
+        arrays["order.npy"][0] = arrays["order.npy"][1]
+        np.save(folder / "order.npy", arrays["order.npy"])
+        return "order.npy", consistent
+    if damage == "offsets_past_the_bank":
+        arrays["offsets.npy"][-1] += 5
+        np.save(folder / "offsets.npy", arrays["offsets.npy"])
+        return "offsets.npy", consistent
+    if damage == "an_empty_cell":  # the search would argmin over nothing on the first part probing it
+        arrays["offsets.npy"][1] = 0
+        np.save(folder / "offsets.npy", arrays["offsets.npy"])
+        return "offsets.npy", consistent
+    if damage == "bank_of_another_width":
+        np.save(folder / "centroids.npy", np.zeros((4, 3), np.float32))
+        return "centroids.npy", consistent
+    if damage == "centroids_0d":
+        np.save(folder / "centroids.npy", np.float32(1.0))
+        return "centroids.npy", consistent
+    if damage == "centroids_1d_offsets_empty":
+        np.save(folder / "centroids.npy", np.zeros(4, np.float32))
+        np.save(folder / "offsets.npy", np.zeros(0, np.int64))
+        return "centroids.npy", consistent
+    if damage == "bank_with_nan":
+        arrays["bank.npy"][3, 5] = np.nan
+        np.save(folder / "bank.npy", arrays["bank.npy"])
+        return "bank.npy", consistent
+    if damage == "norms_of_minus_infinity":  # every distance -inf -> sqrt(0): every part would PASS
+        np.save(folder / "bank_sq.npy", np.full_like(arrays["bank_sq.npy"], -np.inf))
+        return "bank_sq.npy", consistent
+    if damage == "norms_not_the_banks":
+        np.save(folder / "bank_sq.npy", arrays["bank_sq.npy"] * 0.5)
+        return "bank_sq.npy", consistent
+    if damage == "not_an_npy_file":
+        (folder / "order.npy").write_bytes(b"PK\x03\x04 a zip, not an array")
+        return "order.npy", "not a readable .npy array"
+    if damage == "an_npz_archive":
+        with open(folder / "order.npy", "wb") as fh:
+            np.savez(fh, order=arrays["order.npy"])
+        return "order.npy", "an .npz archive, not one .npy array"
+    if damage == "fingerprint_with_nan":
+        proj = np.load(folder / "fingerprint_proj.npy")
+        proj[0, 0] = np.nan
+        np.save(folder / "fingerprint_proj.npy", proj)
+        return "fingerprint_proj.npy", "fingerprint arrays .* are not finite float arrays"
+    raise AssertionError(damage)
+
+
+@pytest.mark.parametrize("damage", ["order_not_a_permutation", "offsets_past_the_bank", "an_empty_cell",
+                                    "bank_of_another_width", "centroids_0d", "centroids_1d_offsets_empty",
+                                    "bank_with_nan", "norms_of_minus_infinity", "norms_not_the_banks",
+                                    "not_an_npy_file", "an_npz_archive", "fingerprint_with_nan"])
 def test_an_inconsistent_index_stops_the_load_naming_the_file_even_when_signed(bundle_copy, damage):
     """A pipeline bug (or an insider with the key) must not reach the line: the index's arrays are checked
     against each other when the bundle opens, not discovered by a part."""
@@ -109,35 +162,32 @@ def test_an_inconsistent_index_stops_the_load_naming_the_file_even_when_signed(b
     from serving.engine.bundle import file_entries
 
     folder = bundle_copy / "search"
-    if damage == "order_not_a_permutation":
-        order = np.load(folder / "order.npy")
-        order[0] = order[1]
-        np.save(folder / "order.npy", order)
-        name = "order.npy"
-    elif damage == "offsets_past_the_bank":
-        offsets = np.load(folder / "offsets.npy")
-        offsets[-1] += 5
-        np.save(folder / "offsets.npy", offsets)
-        name = "offsets.npy"
-    elif damage == "bank_of_another_width":
-        np.save(folder / "centroids.npy", np.zeros((4, 3), np.float32))
-        name = "centroids.npy"
-    elif damage == "centroids_0d":
-        np.save(folder / "centroids.npy", np.float32(1.0))
-        name = "centroids.npy"
-    else:
-        bank = np.load(folder / "bank.npy")
-        bank[3, 5] = np.nan
-        np.save(folder / "bank.npy", bank)
-        name = "bank.npy"
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    name, says = _damage_index(folder, damage)
+    changed = sorted(f"search/{p.name}" for p in folder.iterdir() if p.read_bytes() != before[p.name])
     raw = json.loads((bundle_copy / MANIFEST).read_text())
-    raw["files"][f"search/{name}"] = file_entries(bundle_copy, [f"search/{name}"])[f"search/{name}"].model_dump()
+    for rel, entry in file_entries(bundle_copy, changed).items():
+        raw["files"][rel] = entry.model_dump()
     (bundle_copy / MANIFEST).write_text(json.dumps(raw, indent=2))
     resign(bundle_copy)
     load_bundle(bundle_copy)  # hashes and signature agree: only the index check stands in the way
-    with pytest.raises(BundleError, match=rf"search/{name}: not .* consistent with the rest of the search index"):
+    with pytest.raises(BundleError, match=rf"search/{name}: {says}"):
         AnomalyEngine.load(bundle_copy)
     assert AnomalyEngine.load(bundle_copy, backend="exact").backend.name == "onnxruntime"  # the graph still runs
+
+
+@pytest.mark.parametrize("edit, says", [
+    (lambda s: s["files"].__setitem__("bank", "search/"), r"search.files \['search/'\] are not files listed"),
+    (lambda s: s["files"].pop("order"), "the station needs exactly"),
+    (lambda s: s.__setitem__("cells", s["cells"] + 1), "cells, the manifest says"),
+], ids=["a_folder_for_a_file", "a_role_missing", "cells_miscounted"])
+def test_a_search_section_that_does_not_match_its_files_is_refused(bundle_copy, edit, says):
+    """``load_bundle`` lets other sections name a folder of listed files; the index needs each file itself."""
+    raw = json.loads((bundle_copy / MANIFEST).read_text())
+    edit(raw["search"])
+    (bundle_copy / MANIFEST).write_text(json.dumps(raw))
+    with pytest.raises(BundleError, match=says):
+        AnomalyEngine.load(bundle_copy)
 
 
 def test_a_gpu_station_runs_the_whole_graph_and_a_cpu_one_the_index(bundle_dir, monkeypatch):
