@@ -76,6 +76,20 @@ def export_onnx(scorer: torch.nn.Module, path: Path, spec: InputSpec, opset: int
             dynamic_axes={INPUT_NAME: {0: "batch"}, **{n: {0: "batch"} for n in outputs}},
             opset_version=opset, dynamo=False,
         )
+        out = scorer(dummy)
+    _static_dims(path, [tuple(t.shape) for t in (out if isinstance(out, (tuple, list)) else (out,))])
+
+
+def _static_dims(path: Path, shapes: list[tuple[int, ...]]) -> None:
+    """Write each output's non-batch dimensions into the graph (the tracer leaves some symbolic), so a station can
+    check a graph against the arrays beside it when it opens the bundle, not at its first part."""
+    import onnx
+
+    model = onnx.load(str(path))
+    for output, shape in zip(model.graph.output, shapes):
+        for dim, size in zip(list(output.type.tensor_type.shape.dim)[1:], shape[1:]):
+            dim.dim_value = size  # replaces the symbolic name (one of the two)
+    onnx.save(model, str(path))
 
 
 def parity(reference: tuple[np.ndarray, np.ndarray], candidate: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:

@@ -72,7 +72,8 @@ class AnomalyEngine(InferenceEngine):
             self.backend = open_search(bundle, threads)
             return
         self.backend = open_backend(bundle.root, m.model_file, m.tensorrt.file if m.tensorrt.built else None,
-                                    m.outputs, "onnxruntime" if backend == "exact" else backend, threads, sha256=m.files[m.model_file].sha256)
+                                    m.outputs, "onnxruntime" if backend == "exact" else backend, threads,
+                                    sha256=m.files[m.model_file].sha256)
 
     @classmethod
     def load(cls, root: str | os.PathLike, backend: str = "auto", threads: int | None = None,

@@ -226,6 +226,9 @@ class IvfBackend(Backend):
         """Score a float32 NCHW batch, one image at a time through the index."""
         emb = self.features.run(batch)[0]  # [B, D, h, w]
         b, dim, h, w = emb.shape
+        if dim != self.index.bank.shape[1]:  # a graph without static output dims escaped the check at load
+            raise BundleError(f"the backbone graph gives {dim}-dimensional patches, the search index holds "
+                              f"{self.index.bank.shape[1]}; re-export the bundle")
         scores = np.zeros(b, np.float32)
         maps = np.zeros((b, 1, self.height, self.width), np.float32)
         match = np.zeros((b, h, w), np.int64)

@@ -52,8 +52,9 @@ def test_pulses_only_for_fail_at_trigger_plus_delay_with_the_full_result_block(t
         fails = [t for t, v in triggers.values() if v == "FAIL"]
         assert len(got) == len(fails) == 3
         for (on, off), t_trig in zip(got, fails):
-            # generous bounds: the precise error figures come from the benchmark, not a timed test
-            assert abs((on - t_trig) / 1e6 - 60) < 20 and abs((off - on) / 1e6 - 30) < 20
+            # never early (the PLC sees a write only after it is sent); width and lateness within a loaded
+            # machine's slack: the precise error figures come from the benchmark, not a timed test
+            assert 58 <= (on - t_trig) / 1e6 < 250 and 10 <= (off - on) / 1e6 < 250
         blocks = [e["values"] for e in events(edges, "hr", 0)]
         # 16-bit sequence (wraps), verdict, 32-bit sequence high word first
         assert blocks == [[1, 1, 0, 1], [2, 2, 0, 2], [3, 1, 0, 3], [70_000 & 0xFFFF, 2, 1, 70_000 & 0xFFFF],

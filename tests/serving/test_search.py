@@ -176,6 +176,26 @@ def test_an_inconsistent_index_stops_the_load_naming_the_file_even_when_signed(b
     assert AnomalyEngine.load(bundle_copy, backend="exact").backend.name == "onnxruntime"  # the graph still runs
 
 
+def test_an_index_of_another_width_than_the_backbone_is_refused_at_load(bundle_copy):
+    """Arrays that fit each other but not the backbone's patches would fail the first part's GEMM: refused first."""
+    from serving.engine.bundle import file_entries
+
+    folder = bundle_copy / "search"
+    width = np.load(folder / "bank.npy").shape[1] + 1
+    rng = np.random.default_rng(5)
+    IvfIndex.build(rng.normal(size=(400, width)).astype(np.float32), cells=4, probe=2).save(folder)
+    np.save(folder / "fingerprint_mean.npy", np.zeros(width, np.float32))
+    np.save(folder / "fingerprint_proj.npy", np.zeros((width, 4), np.float32))
+    raw = json.loads((bundle_copy / MANIFEST).read_text())
+    names = [f"search/{p.name}" for p in folder.iterdir()]
+    raw["files"].update({k: v.model_dump() for k, v in file_entries(bundle_copy, names).items()})
+    raw["search"]["cells"] = 4
+    (bundle_copy / MANIFEST).write_text(json.dumps(raw))
+    with pytest.raises(BundleError, match=rf"backbone.onnx: the backbone graph gives patch features of shape .*"
+                                          rf"the index holds {width}-dimensional patches"):
+        AnomalyEngine.load(bundle_copy)
+
+
 @pytest.mark.parametrize("edit, says", [
     (lambda s: s["files"].__setitem__("bank", "search/"), r"search.files \['search/'\] are not files listed"),
     (lambda s: s["files"].pop("order"), "the station needs exactly"),
