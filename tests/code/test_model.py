@@ -46,3 +46,22 @@ def test_the_stations_numpy_map_equals_the_graphs_torch_map():
         got = anomaly_map(patch[0, 0].numpy(), *size)
         np.testing.assert_allclose(got, ref[0, 0].numpy(), atol=1e-5)
         assert abs(got.max() - float(score)) < 1e-5
+
+
+def test_the_traced_scorer_builds_no_kernel_per_call_and_equals_eager():
+    """What the GPU bench replays from a CUDA graph: the trace of the whole scoring path. The blur's Gaussian
+    kernels must be constants of the trace (a kernel built per call is host work that capture cannot record),
+    and the trace must score as the eager module does."""
+    from flows.anomaly.model import AnomalyScorer, build_model
+
+    model = build_model("patchcore", "tf_efficientnet_lite0", ["blocks.2", "blocks.4"])
+    torch.manual_seed(0)
+    model.memory_bank = torch.randn(500, 152)
+    scorer = AnomalyScorer(model).eval()
+    x = torch.rand(1, 3, 96, 128)
+    with torch.no_grad():
+        traced = torch.jit.trace(scorer, torch.zeros(1, 3, 96, 128), check_trace=False)
+        ops = {node.kind() for node in traced.inlined_graph.nodes()}
+        assert not ops & {"aten::exp", "aten::arange", "aten::linspace", "aten::pow"}, ops
+        for got, want in zip(traced(x)[:3], scorer(x)[:3]):
+            assert torch.equal(got, want)
