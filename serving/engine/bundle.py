@@ -18,11 +18,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from serving.drift.baseline import Baseline
@@ -219,6 +221,19 @@ class Bundle:
     def path(self, name: str) -> Path:
         """Absolute path of a file listed in the manifest."""
         return self.root / name
+
+
+def read_array(path: Path, mmap: bool = False) -> np.ndarray:
+    """A ``.npy`` file as an array (memory-mapped, read-only, with ``mmap``); :class:`BundleError` naming the file
+    if it is not one (truncated, a pickle, a zip or ``.npz``, another format)."""
+    try:
+        array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # numpy reads a "PK" header as a zip
+        raise BundleError(f"{path}: not a readable .npy array ({exc}); re-export the bundle") from None
+    if not isinstance(array, np.ndarray):
+        array.close()
+        raise BundleError(f"{path}: an .npz archive, not one .npy array; re-export the bundle")
+    return np.asarray(array)
 
 
 def sha256_file(path: Path) -> str:

@@ -31,7 +31,7 @@ import json
 import cv2
 import numpy as np
 
-from serving.engine.bundle import Bundle
+from serving.engine.bundle import Bundle, read_array
 from serving.errors import BundleError
 from serving.engine.explain_picture import render as render_picture
 from serving.explanation import Box, Explanation, NearestNormal, NormalPatch
@@ -62,7 +62,7 @@ class Explainer:
             self.files = [str(f) for f in files]
         if ex.get("bank_source"):
             path = bundle.path(ex["bank_source"])
-            src = _npy(path)
+            src = read_array(path)
             shaped = src.ndim == 2 and src.shape[1] == 3 and np.issubdtype(src.dtype, np.integer)
             if not shaped or (len(src) and (src.min() < 0 or src[:, 0].max() >= max(len(self.files), 1))):
                 raise BundleError(f"{path}: expected rows (image_index, row, col) naming the {len(self.files)} "
@@ -70,7 +70,7 @@ class Explainer:
             self.bank_source = src.astype(np.int64)
         if ex.get("fingerprints"):
             path = bundle.path(ex["fingerprints"])
-            fp = _npy(path)
+            fp = read_array(path)
             if fp.ndim != 2 or len(fp) != len(self.files):
                 raise BundleError(f"{path}: expected one fingerprint per enrolled normal ({len(self.files)}), "
                                   f"got shape {fp.shape}; re-export the bundle")
@@ -157,13 +157,6 @@ class Explainer:
         """The side-by-side picture of ``why`` (:func:`serving.engine.explain_picture.render`) with this bundle's
         thumbnails."""
         return render_picture(self.thumbnail, overlay_rgb, why, panel_px)
-
-
-def _npy(path) -> np.ndarray:
-    try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise BundleError(f"{path}: not a numpy array file ({exc}); re-export the bundle") from None
 
 
 def _cell_box(r: int, c: int, grid: tuple[int, int], size: tuple[int, int]) -> Box:

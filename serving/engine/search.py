@@ -19,7 +19,6 @@ past the tolerance. Everything here is numpy (and opencv for the map): the stati
 
 from __future__ import annotations
 
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ import cv2
 import numpy as np
 
 from serving.engine.backends import Backend
+from serving.engine.bundle import read_array
 from serving.errors import BundleError
 
 #: the files an index is saved as, under the bundle's ``search/`` folder
@@ -35,19 +35,6 @@ FILES = {"centroids": "centroids.npy", "bank": "bank.npy", "bank_sq": "bank_sq.n
          "order": "order.npy", "fingerprint_mean": "fingerprint_mean.npy", "fingerprint_proj": "fingerprint_proj.npy"}
 #: the files :class:`IvfIndex` itself is made of (the rest is the part fingerprint's projection)
 INDEX_ROLES = ("centroids", "bank", "bank_sq", "offsets", "order")
-
-
-def read_array(path: Path, mmap: bool = False) -> np.ndarray:
-    """A ``.npy`` file as an array (memory-mapped, read-only, with ``mmap``); :class:`BundleError` naming the file
-    if it is not one (truncated, a pickle, a zip or ``.npz``, another format)."""
-    try:
-        array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # numpy reads a "PK" header as a zip
-        raise BundleError(f"{path}: not a readable .npy array ({exc}); re-export the bundle") from None
-    if not isinstance(array, np.ndarray):
-        array.close()
-        raise BundleError(f"{path}: an .npz archive, not one .npy array; re-export the bundle")
-    return np.asarray(array)
 
 
 def kmeans(x: np.ndarray, k: int, iters: int = 20, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

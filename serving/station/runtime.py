@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from serving.alarms import Alarms
 from serving.config import StationConfig
 from serving.engine.anomaly import AnomalyEngine
+from serving.engine.bundle import read_array
 from serving.errors import LineguardError
 from serving.evidence.record import InspectionRecord
 from serving.evidence.store import EvidenceStore
@@ -111,9 +112,7 @@ class Station(BundleControl):
         if not m.has_fingerprint or not name:
             return None
         if getattr(self, "_known", (None,))[0] != m.bundle_version:
-            import numpy as np
-
-            self._known = (m.bundle_version, np.load(self.engine.bundle.path(name)))
+            self._known = (m.bundle_version, read_array(self.engine.bundle.path(name)))
         return self._known[1]
 
     def classes(self) -> list[str]:
