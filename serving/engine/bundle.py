@@ -223,10 +223,28 @@ class Bundle:
         return self.root / name
 
 
+def _check_npy_size(path: Path) -> None:
+    """ValueError unless an ``.npy`` file holds the bytes its header declares: numpy allocates what the header
+    says before reading, so a header claiming terabytes would exhaust memory instead of failing. Other formats
+    pass through to ``np.load``'s own errors."""
+    with open(path, "rb") as fh:
+        if fh.read(6) != b"\x93NUMPY":
+            return
+        fh.seek(0)
+        version = np.lib.format.read_magic(fh)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(fh, max_header_size=10_000)
+        need = fh.tell() + int(np.prod(shape, dtype=object)) * dtype.itemsize
+        have = os.fstat(fh.fileno()).st_size
+    if have < need:
+        raise ValueError(f"its header declares {shape} {dtype} ({need} bytes), the file has {have}")
+
+
 def read_array(path: Path, mmap: bool = False) -> np.ndarray:
     """A ``.npy`` file as an array (memory-mapped, read-only, with ``mmap``); :class:`BundleError` naming the file
     if it is not one (truncated, a pickle, a zip or ``.npz``, another format)."""
     try:
+        _check_npy_size(path)
         array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # numpy reads a "PK" header as a zip
         raise BundleError(f"{path}: not a readable .npy array ({exc}); re-export the bundle") from None

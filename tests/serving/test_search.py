@@ -138,6 +138,11 @@ def _damage_index(folder, damage: str) -> tuple[str, str]:
     if damage == "not_an_npy_file":
         (folder / "order.npy").write_bytes(b"PK\x03\x04 a zip, not an array")
         return "order.npy", "not a readable .npy array"
+    if damage == "a_header_claiming_terabytes":  # numpy would try to allocate it before reading
+        with open(folder / "bank_sq.npy", "wb") as fh:
+            np.lib.format.write_array_header_1_0(fh, {"descr": "<f4", "fortran_order": False, "shape": (10**12,)})
+            fh.write(b"\0" * 64)
+        return "bank_sq.npy", "not a readable .npy array .*declares"
     if damage == "an_npz_archive":
         with open(folder / "order.npy", "wb") as fh:
             np.savez(fh, order=arrays["order.npy"])
@@ -153,7 +158,8 @@ def _damage_index(folder, damage: str) -> tuple[str, str]:
 @pytest.mark.parametrize("damage", ["order_not_a_permutation", "offsets_past_the_bank", "an_empty_cell",
                                     "bank_of_another_width", "centroids_0d", "centroids_1d_offsets_empty",
                                     "bank_with_nan", "norms_of_minus_infinity", "norms_not_the_banks",
-                                    "not_an_npy_file", "an_npz_archive", "fingerprint_with_nan"])
+                                    "not_an_npy_file", "a_header_claiming_terabytes", "an_npz_archive",
+                                    "fingerprint_with_nan"])
 def test_an_inconsistent_index_stops_the_load_naming_the_file_even_when_signed(bundle_copy, damage):
     """A pipeline bug (or an insider with the key) must not reach the line: the index's arrays are checked
     against each other when the bundle opens, not discovered by a part."""
