@@ -16,27 +16,15 @@ station's installed package has its bytecode, and compiling on every start is no
 from __future__ import annotations
 
 import argparse
-import json
-import resource
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-def one_start(tree: Path, bundle: Path, image: Path) -> tuple[float, float, float]:
-    """(process spawn -> first verdict, bundle load -> first verdict, process CPU time), all in ms."""
-    c0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic_ns()
-    out = subprocess.run([sys.executable, "-m", "serving.cli", "bench", "--bundle", str(bundle), "--images",
-                          str(image), "--first-verdict"], capture_output=True, text=True, cwd=tree, timeout=120)
-    c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    lines = [x for x in out.stdout.splitlines() if x.startswith("{")]
-    if out.returncode or not lines:
-        sys.exit(f"{tree}: the first-verdict process failed: {out.stderr.strip()[-800:]}")
-    r = json.loads(lines[-1])
-    cpu = (c1.ru_utime + c1.ru_stime - c0.ru_utime - c0.ru_stime) * 1e3
-    return (r["t_verdict_ns"] - t0) / 1e6, (r["t_verdict_ns"] - r["t_load_ns"]) / 1e6, cpu
+from serving.errors import LineguardError  # noqa: E402
+from serving.station.bench import one_start  # noqa: E402 - the station's own cold-start measurement
 
 
 def main() -> None:
@@ -53,7 +41,10 @@ def main() -> None:
     res: dict[Path, list[tuple[float, float, float]]] = {t: [] for t in trees}
     for i in range(args.runs):  # a station venv has no tqdm: a plain progress line
         for t in trees if i % 2 == 0 else trees[::-1]:
-            res[t].append(one_start(t, bundle, image))
+            try:
+                res[t].append(one_start(bundle, image, cwd=t))
+            except LineguardError as exc:
+                sys.exit(f"{t}: {exc}")
         print(f"\rround {i + 1}/{args.runs}", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
     print(f"{args.runs} fresh processes per tree, alternating; bundle {bundle}")

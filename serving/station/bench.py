@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -57,19 +58,24 @@ def first_verdict(bundle: str | Path, image: str | Path) -> dict:
             "rule": insp.decision.rule}
 
 
+def one_start(bundle: str | Path, image: str | Path, cwd: str | Path | None = None) -> tuple[float, float, float]:
+    """One fresh station process (the code under ``cwd``, if given): process spawn -> first verdict, bundle
+    load -> first verdict, and the process's CPU time (all its threads), in ms."""
+    c0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic_ns()
+    out = subprocess.run([sys.executable, "-m", "serving.cli", "bench", "--bundle", str(bundle), "--images",
+                          str(image), "--first-verdict"], capture_output=True, text=True, timeout=120, cwd=cwd)
+    c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    line = [x for x in out.stdout.splitlines() if x.startswith("{")]
+    if out.returncode or not line:
+        raise BundleError(f"{bundle}: the cold-start process failed: {out.stderr.strip()[-500:]}")
+    r = json.loads(line[-1])
+    cpu = (c1.ru_utime + c1.ru_stime - c0.ru_utime - c0.ru_stime) * 1e3
+    return (r["t_verdict_ns"] - t0) / 1e6, (r["t_verdict_ns"] - r["t_load_ns"]) / 1e6, cpu
+
+
 def cold_start(bundle: str | Path, image: str | Path, runs: int = 3) -> dict:
     """Process spawn -> first verdict, and bundle load -> first verdict, median of ``runs`` fresh processes."""
-    spawn, load = [], []
-    for _ in range(runs):
-        t0 = time.monotonic_ns()
-        out = subprocess.run([sys.executable, "-m", "serving.cli", "bench", "--bundle", str(bundle), "--images",
-                              str(image), "--first-verdict"], capture_output=True, text=True, timeout=120)
-        line = [x for x in out.stdout.splitlines() if x.startswith("{")]
-        if out.returncode or not line:
-            raise BundleError(f"{bundle}: the cold-start process failed: {out.stderr.strip()[-500:]}")
-        r = json.loads(line[-1])
-        spawn.append((r["t_verdict_ns"] - t0) / 1e6)
-        load.append((r["t_verdict_ns"] - r["t_load_ns"]) / 1e6)
+    spawn, load, _ = zip(*(one_start(bundle, image) for _ in range(runs)))
     return {"process_to_first_verdict_ms": float(np.median(spawn)), "load_to_first_verdict_ms": float(np.median(load))}
 
 
