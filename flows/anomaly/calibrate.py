@@ -21,7 +21,7 @@ import math
 import numpy as np
 from scipy.stats import beta
 
-from serving.engine.bundle import ScoreStats, Thresholds
+from serving.engine.manifest import ScoreStats, Thresholds
 
 METHOD = "conformal quantile of k-fold unseen normal scores"
 

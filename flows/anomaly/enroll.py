@@ -32,7 +32,7 @@ from flows.data.dataset import dataset_hash, load_tensors, scan_dataset
 from flows.params import Params
 from serving.drift.baseline import Baseline, FigureStats
 from serving.drift.figures import part_figures
-from serving.engine.bundle import Thresholds
+from serving.engine.manifest import Thresholds
 from serving.engine.preprocess import InputSpec, Roi, resize
 from serving.errors import DatasetError
 

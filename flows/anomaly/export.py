@@ -37,8 +37,9 @@ from flows.params import ExportParams
 from flows.anomaly.tensorrt_build import build_engine, trtexec_command
 from serving.drift.baseline import Baseline
 from flows.fleet.keys import signer
-from serving.engine.bundle import (BACKBONE_FILE, MODEL_FILE, SCHEMA_VERSION, Manifest, Provenance, SearchSpec,
-                                   TensorRTInfo, Thresholds, file_entries, write_manifest)
+from serving.engine.bundle import file_entries, write_manifest
+from serving.engine.manifest import (BACKBONE_FILE, MODEL_FILE, SCHEMA_VERSION, Manifest, Provenance, SearchSpec,
+                                     TensorRTInfo, Thresholds)
 from serving.engine.search import FILES as SEARCH_FILES, IvfBackend, IvfIndex
 from serving.engine.backends import OrtBackend, TensorRTBackend, tensorrt_available
 from serving.errors import LineguardError

@@ -18,7 +18,7 @@ from serving.errors import exit_code
 def version_line() -> str:
     """``lineguard <version> (bundle schema N, record version M)``."""
     import serving
-    from serving.engine.bundle import SCHEMA_VERSION
+    from serving.engine.manifest import SCHEMA_VERSION
     from serving.evidence.record import RECORD_VERSION
 
     return f"lineguard {serving.__version__} (bundle schema {SCHEMA_VERSION}, record version {RECORD_VERSION})"

@@ -27,8 +27,8 @@ import numpy as np
 from flows.detector import dataset as ds
 from flows.params import Params
 from flows.fleet.keys import signer
-from serving.engine.bundle import (MODEL_FILE, SCHEMA_VERSION, DetectorSpec, Manifest, Provenance, TensorRTInfo,
-                                   file_entries, write_manifest)
+from serving.engine.bundle import file_entries, write_manifest
+from serving.engine.manifest import MODEL_FILE, SCHEMA_VERSION, DetectorSpec, Manifest, Provenance, TensorRTInfo
 from serving.engine.preprocess import InputSpec
 from serving.errors import ConfigError, DatasetError
 from serving.images import list_images, read_image

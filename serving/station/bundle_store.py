@@ -31,7 +31,8 @@ from typing import Annotated, BinaryIO
 
 from pydantic import Field, ValidationError
 
-from serving.engine.bundle import MANIFEST, VERSION_PATTERN, Bundle
+from serving.engine.bundle import MANIFEST, Bundle
+from serving.engine.manifest import VERSION_PATTERN
 from serving.engine.signing import SIGNATURE_FILE
 from serving.errors import BundleError
 from serving.strict import StrictModel, error_lines

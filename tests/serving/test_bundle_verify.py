@@ -7,7 +7,8 @@ import numpy as np
 
 import pytest
 
-from serving.engine.bundle import SCHEMA_VERSION, load_bundle
+from serving.engine.bundle import load_bundle
+from serving.engine.manifest import SCHEMA_VERSION
 from serving.engine import AnomalyEngine
 from serving.errors import BundleError
 from helpers import schema1_bundle
