@@ -152,16 +152,31 @@ def test_reject_now_fires_a_slightly_late_pulse_as_late_and_stops_the_line_beyon
 
 
 def test_encoder_delay_counts_from_the_trigger(tmp_path):
+    """The target is the encoder at the trigger plus delay_counts, not at the (later) decision; never early.
+
+    Checked in counts, which load cannot stretch: a decision 60 ms after the trigger would put a target counted
+    from the decision 60 counts later. The time check is only the lower bound a loaded machine cannot break.
+    """
+    from pymodbus.client import ModbusTcpClient
+
     with plc_sim(tmp_path) as (port, edges):
-        act, _ = actuator(port, modbus=SIM_MAP, delay_mode="encoder", delay_counts=80, pulse_ms=20)
+        act, _ = actuator(port, modbus=SIM_MAP, delay_mode="encoder", delay_counts=150, pulse_ms=20)
         time.sleep(0.3)  # encoder history builds up (1 count per ms in the simulator)
-        t_trig = time.monotonic_ns()
+        probe = ModbusTcpClient("127.0.0.1", port=port, timeout=0.3, retries=0)
+        probe.connect()
+        t0 = time.monotonic_ns()
+        encoder_at_trigger = probe.read_holding_registers(SIM_MAP["hr_encoder"], count=1).registers[0]
+        t_trig = (t0 + time.monotonic_ns()) // 2
+        probe.close()
+        time.sleep(0.06)  # the decision comes 60 ms after the trigger
         res = act.submit(1, "FAIL", t_trig)
-        assert res.scheduled and "encoder" in res.note
-        time.sleep(0.4)
+        assert res.scheduled and res.note.startswith("at encoder ")
+        target = int(res.note.removeprefix("at encoder "))
+        assert abs(target - (encoder_at_trigger + 150)) <= 25, res.note
+        time.sleep(0.5)
         act.close()
         (on, _), = pulses(edges)
-        assert 60 < (on - t_trig) / 1e6 < 130  # 80 counts at 1 count/ms, plus polling slack
+        assert (on - t_trig) / 1e6 > 120  # 150 counts at 1 count/ms, less the trigger read's uncertainty
 
 
 def test_unreachable_plc_alarms_and_never_blocks_inspection():
