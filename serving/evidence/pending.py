@@ -34,6 +34,16 @@ class PendingRecords:
         """Image files the queued records name (not orphans)."""
         return {n for r in self.items for n in (getattr(r, f) for f in IMAGE_FIELDS) if n}
 
+    def describe(self) -> str:
+        """What the queue holds, said as it is: on disk, in memory only, or lost."""
+        text = f"{len(self.items)} records queued and retried"
+        if self.memory_only:
+            text += (f", {self.memory_only} of them in memory only ({self.path.name} cannot be written): they are "
+                     "lost if the station stops")
+        if self.lost:
+            text += f"; {self.lost} records LOST (queue full)"
+        return text
+
     def add(self, rec: InspectionRecord) -> None:
         """Queue ``rec`` (dropping, and counting, the oldest when full) and append it to the file."""
         if len(self.items) >= self.max_len:

@@ -29,12 +29,13 @@ from serving.alarms import Alarms
 from serving.errors import ConfigError
 from serving.evidence.config import EvidenceConfig
 from serving.evidence.crypto import ImageVault, KeyRefused, load_key
+from serving.evidence.images import sweep_unnamed, write_part_images
 from serving.evidence.keys import KeyFileWatch, check_fingerprint
 from serving.evidence.meta import SEQ_FLOOR, get_meta
 from serving.evidence.migrations import migrate
 from serving.evidence.pending import PendingRecords
 from serving.evidence.record import IMAGE_FIELDS, ActuationOutcome, InspectionRecord, columns, to_row
-from serving.evidence.space import MB, Space
+from serving.evidence.space import Space
 
 DB_FILE = "evidence.db"
 RECORD_BYTES = 700  #: a record's JSON less its variable-length fields (reasons, latencies, boxes, fingerprint)
@@ -93,46 +94,17 @@ class EvidenceStore:
         return [n for row in rows for n in row if n]
 
     def _sweep_files(self) -> None:
-        for stray in self.img_dir.glob("*.tmp"):
-            stray.unlink(missing_ok=True)
         named = {n for row in self.db.execute(f"SELECT {', '.join(IMAGE_FIELDS)} FROM frames") for n in row if n}
-        named |= self.pending.image_names()
-        for orphan in self.img_dir.glob("*.bin"):
-            if orphan.name not in named:
-                orphan.unlink(missing_ok=True)
+        sweep_unnamed(self.img_dir, named | self.pending.image_names())
 
     # ------------------------------------------------------------------ write
-    def _write_images(self, rec: InspectionRecord, crop_png: bytes | None, overlay_png: bytes | None,
-                      explain_jpg: bytes | None = None) -> tuple[InspectionRecord, str | None]:
-        """(the record naming its written images, why they were not written or None)."""
-        if self.vault is None or not (crop_png or overlay_png or explain_jpg):
-            return rec, None
-        need = sum(len(d) + 64 for d in (crop_png, overlay_png, explain_jpg) if d)
-        room, free = self.space.room_for_images(need)
-        if not room:  # records ahead of images: the reserve stays for them
-            return rec.model_copy(update={"images_dropped": True}), (
-                f"disk nearly full: {free / MB:.1f} MB free, evidence.min_free_mb {self.cfg.min_free_mb:g} MB is kept "
-                "for records")
-        stem = f"{rec.t_trigger_ns}_{rec.seq}"
-        files, size = {}, 0
-        try:
-            for field, data, suffix in (("crop_file", crop_png, "crop"), ("overlay_file", overlay_png, "overlay"),
-                                        ("explain_file", explain_jpg, "explain")):
-                if data:
-                    name = f"{stem}_{suffix}.bin"
-                    files[field] = name
-                    size += self.vault.write(name, data)
-        except OSError as exc:
-            for name in files.values():  # a part's images are kept whole or not at all
-                (self.img_dir / name).unlink(missing_ok=True)
-                (self.img_dir / (name + ".tmp")).unlink(missing_ok=True)
-            return rec.model_copy(update={"images_dropped": True}), exc.strerror or str(exc)
-        return rec.model_copy(update={**files, "image_bytes": size}), None
-
     def record(self, rec: InspectionRecord, crop_png: bytes | None = None, overlay_png: bytes | None = None,
                explain_jpg: bytes | None = None) -> int | None:
         """Store one part's record (and its images, encrypted); return its row id, or None while it is queued."""
-        rec, image_problem = self._write_images(rec, crop_png, overlay_png, explain_jpg)
+        image_problem = None
+        if self.vault is not None:
+            rec, image_problem = write_part_images(self.vault, self.space, rec, {
+                "crop_file": crop_png, "overlay_file": overlay_png, "explain_file": explain_jpg})
         rid = None
         if self.pending:
             self.flush_pending()
@@ -151,7 +123,7 @@ class EvidenceStore:
                                                 "is stored without them")
         else:
             self.alarms.raise_("evidence_disk", f"images of part {rec.seq} not written ({image_problem}), and its "
-                                                f"record is not in the database either: {self._queue_state()}")
+                                                f"record is not in the database either: {self.pending.describe()}")
         return rid
 
     def _insert_row(self, rec: InspectionRecord) -> int:
@@ -187,18 +159,7 @@ class EvidenceStore:
             self.write_failures += 1
         self.pending.add(rec)
         self.alarms.raise_("evidence_db", f"evidence database not writable ({exc or 'earlier records queued'}); "
-                                          f"{self._queue_state()}")
-
-    def _queue_state(self) -> str:
-        """What the queue holds, said as it is: on disk, in memory only, or lost."""
-        q = self.pending
-        text = f"{len(q)} records queued and retried"
-        if q.memory_only:
-            text += (f", {q.memory_only} of them in memory only ({q.path.name} cannot be written): they are lost if "
-                     "the station stops")
-        if q.lost:
-            text += f"; {q.lost} records LOST (queue full)"
-        return text
+                                          f"{self.pending.describe()}")
 
     def flush_pending(self) -> int:
         """Write queued records (oldest first); return how many went in."""
