@@ -164,7 +164,7 @@ class BundleControl:
             with self._lock:
                 self.engine, self.detector, self.rules = engine, detector, rules
                 if kind == "anomaly":
-                    self._watch(engine)  # the stability baseline is the new bundle's
+                    self.normals.watch(engine.bundle.manifest)  # the stability baseline is the new bundle's
             self._flag_unsigned()
             removed = self.store.activated(kind, new, self._config_bundle(kind), rollback=rollback)
             if removed:

@@ -21,13 +21,10 @@ from dataclasses import dataclass, field
 
 from serving.alarms import Alarms
 from serving.config import StationConfig
-from serving.engine.anomaly import AnomalyEngine
 from serving.engine.bundle import read_array
-from serving.errors import LineguardError
 from serving.evidence.record import InspectionRecord
 from serving.evidence.store import EvidenceStore
-from serving.drift.capture import Capture, CaptureRequest
-from serving.drift.monitor import StabilityMonitor
+from serving.drift.capture import Capture
 from serving.gate import GateRules, History
 from serving.lineio.actuation import make_backend
 from serving.lineio.actuation.modbus_map import STATE_ALARM, STATE_NOT_INSPECTING, STATE_RUNNING, STATE_STOPPED
@@ -41,6 +38,7 @@ from serving.station.housekeeping import Housekeeper
 from serving.station.inspect import inspect
 from serving.station.records import PartView, PulseRecorder, log_part, record_of
 from serving.station.metrics import StationMetrics
+from serving.station.normals import Normals
 from serving.station.sources import make_source
 
 log = logging.getLogger("lineguard.station")
@@ -95,9 +93,9 @@ class Station(BundleControl):
         first_seq = self.evidence.next_seq()  # above every number this buffer issued: one number, one part
         self.source, self.http_trigger = make_source(cfg, self.alarms, self.actuator, first_seq, self._on_unseen)
         self.history = History(cfg.gate.persistence_m)
-        self.stability = StabilityMonitor(None, cfg.stability, on_alert=self._drift_alert)
-        self.capture: Capture | None = None
-        self._watch(self.engine)
+        self.normals = Normals(cfg.stability, self.alarms, self.audit)
+        self.stability = self.normals.stability
+        self.normals.watch(self.engine.bundle.manifest)
         self.state = LiveState(started_ns=started_ns or time.monotonic_ns())
         self.housekeeper = Housekeeper(self.evidence, cfg.evidence, self.alarms, self.metrics, self.pulse_records.flush)
         self._lock = threading.Lock()  # what the inspection thread reads per frame
@@ -114,6 +112,11 @@ class Station(BundleControl):
         if getattr(self, "_known", (None,))[0] != m.bundle_version:
             self._known = (m.bundle_version, read_array(self.engine.bundle.path(name)))
         return self._known[1]
+
+    @property
+    def capture(self) -> Capture | None:
+        """The current or last recalibration capture."""
+        return self.normals.capture
 
     def classes(self) -> list[str]:
         """The operator's quick tags: the station's classes and any its detector adds."""
@@ -150,49 +153,6 @@ class Station(BundleControl):
             self.audit.append("station", "pulses_not_fired", {"reason": reason, "parts": pending})
         self.evidence.close()
         return pending
-
-    def _watch(self, engine: AnomalyEngine) -> None:
-        """Measure stability against this engine's bundle (a schema 1 bundle has no baseline: say so)."""
-        m = engine.bundle.manifest
-        self.stability.reset(m.baseline)
-        if m.baseline is None:
-            self.alarms.raise_("drift_unavailable", f"bundle {m.bundle_version} (schema {m.schema_version}) has no "
-                                                    "enrollment baseline: no Stability Index; re-export it", "warning")
-        else:
-            self.alarms.clear("drift_unavailable")
-
-    def _drift_alert(self, raised: bool, report) -> None:
-        if raised:
-            c = report.components[report.moving]
-            self.alarms.raise_("drift", f"normal has moved: Stability Index {report.index:.0f}, {c.name}: {c.detail}; "
-                                        "capture new normals and recalibrate")
-        else:
-            self.alarms.clear("drift")
-
-    def start_capture(self, req: CaptureRequest, user: str) -> Capture:
-        """Keep the next parts as candidate normals for recalibration (audited); replaces a finished capture."""
-        with self._control:
-            if self.capture is not None and not self.capture.done:
-                raise LineguardError(f"capture {self.capture.id} is still running ({self.capture.count} parts); "
-                                     "stop it first")
-            cap = Capture.start(req, user)
-            self.audit.append(user, "capture_started", {"id": cap.id, **req.model_dump()})
-            self.capture = cap
-        log.info("capture %s started by %s: %s", cap.id, user, req.model_dump(exclude_none=True))
-        return cap
-
-    def _captured(self) -> str | None:
-        cap = self.capture
-        if cap is None or cap.done:
-            return None
-        if cap.take():
-            if cap.done:
-                self.alarms.raise_("capture", f"{cap.count} parts of {cap.id} kept as new normals; confirm them on the page",
-                                   "warning")
-            return cap.id
-        self.alarms.raise_("capture", f"{cap.id} ended: {cap.count} parts kept as new normals; confirm them on the page",
-                           "warning")
-        return None
 
     def status(self) -> tuple[str, str]:
         """(level, words) for the top of the operator page: 'stop' whenever parts are not really protected."""
@@ -267,7 +227,7 @@ class Station(BundleControl):
                                     insp.figures)
         rec = record_of(frame, insp, act, self.cfg.station_id, self.boot_id, engine.bundle.manifest.bundle_version, lat)
         rec.stability_index = report.index if self.stability.baseline is not None else None
-        rec.capture_id = self._captured() if not fail_safe else None
+        rec.capture_id = self.normals.take() if not fail_safe else None
         view = PartView.of(frame.image, insp, engine.roi, rules.pixel_threshold, self.cfg.evidence.image_max_px)
         keep = insp.decision.verdict == "FAIL" or rec.capture_id is not None or self._sample_pass(frame.seq)
         images = view.pngs() if keep and view else (None, None)

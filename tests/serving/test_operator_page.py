@@ -120,7 +120,7 @@ def test_capture_grid_confirms_all_with_one_key_and_excludes_by_touch(make_confi
 
     station = Station(make_config(api={"port": free_port()}, source={"rate_hz": 5},
                                   stability={"window": 10, "min_parts": 5}))
-    station.start_capture(CaptureRequest(parts=10), "eddie")
+    station.normals.start_capture(CaptureRequest(parts=10), "eddie")
     station.start()
     assert station.wait(30)
     server, thread = serve(station)

@@ -25,7 +25,7 @@ def run_station(make_config):
         sections.setdefault("source", {"rate_hz": 5})  # slow enough that no part is dropped on a busy CI machine
         st = Station(make_config(stability=STAB, **sections))
         if capture:
-            st.start_capture(CaptureRequest(parts=capture), "eddie")
+            st.normals.start_capture(CaptureRequest(parts=capture), "eddie")
         st.start()
         assert st.wait(30)
         made.append(st)

@@ -38,7 +38,7 @@ def get_capture(st=Depends(station)) -> CaptureView | None:
 def start(body: CaptureRequest, s: Session = Depends(require("operator")), st=Depends(station)) -> CaptureView:
     """Start keeping the next parts as candidate normals."""
     try:
-        st.start_capture(body, s.user)
+        st.normals.start_capture(body, s.user)
     except LineguardError as exc:
         raise HTTPException(409, str(exc)) from None
     return capture_view(st, with_candidates=False)
@@ -47,13 +47,8 @@ def start(body: CaptureRequest, s: Session = Depends(require("operator")), st=De
 @router.post("/api/capture/stop", response_model=CaptureView)
 def stop(s: Session = Depends(require("operator")), st=Depends(station)) -> CaptureView:
     """End the running capture now."""
-    if st.capture is None:
+    if st.normals.stop_capture(s.user) is None:
         raise HTTPException(404, "no capture was started")
-    st.capture.stop()
-    st.audit.append(s.user, "capture_stopped", {"id": st.capture.id, "count": st.capture.count})
-    if st.capture.count:
-        st.alarms.raise_("capture", f"capture {st.capture.id} stopped: {st.capture.count} parts kept; confirm them "
-                                    "on the page", "warning")
     return capture_view(st)
 
 
