@@ -25,29 +25,22 @@ import os
 import secrets
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from serving.errors import LineguardError
-
-GENESIS = "0" * 64
+from serving.station.audit_chain import (
+    GENESIS,
+    ChainCheck,
+    check_chain,
+    line_hash,
+    mac_of,
+    plain_chain_break,
+    seal,
+)
 
 
 class AuditTampered(LineguardError):
     """The audit log, its head or its key does not verify: someone changed them outside the station."""
-
-
-@dataclass(frozen=True)
-class ChainCheck:
-    """What :meth:`AuditLog.verify` found: ``ok``, how many entries, and the first problem in words."""
-
-    ok: bool
-    entries: int
-    problem: str | None = None
-
-
-def _line_hash(line: str) -> str:
-    return hashlib.sha256(line.encode()).hexdigest()
 
 
 def _finite(value):
@@ -118,7 +111,7 @@ class AuditLog:
                                 f"log cannot be verified without its key. Restore the key from its backup, or "
                                 f"{self._recover_help()}")
         lines = self._lines()
-        broken = _plain_chain_break(lines)
+        broken = plain_chain_break(lines)
         if broken is not None:
             raise AuditTampered(f"audit log {self.path}: entry {broken} does not follow from the one before it (edited, "
                                 f"removed or inserted); {self._recover_help()}")
@@ -128,14 +121,14 @@ class AuditLog:
             fh.write(self._key.hex() + "\n")
             fh.flush()
             os.fsync(fh.fileno())
-        self._count, self._last = len(lines), _line_hash(lines[-1]) if lines else GENESIS
+        self._count, self._last = len(lines), line_hash(lines[-1]) if lines else GENESIS
         self._write_head()
         if lines:  # entries written before the log was keyed: the first keyed entry seals them (its MAC covers prev)
             self.append("station", "audit_keyed", {"unkeyed_entries": len(lines)})
 
     def _open_existing(self) -> None:
         self._drop_torn_tail()
-        check, state = self._check(self._lines(), self._read_head())
+        check, state = check_chain(self._lines(), self._read_head(), self._key, self.head_file)
         if not check.ok:
             raise AuditTampered(f"audit log {self.path} does not verify: {check.problem}. The station does not start "
                                 f"on a tampered log; {self._recover_help()}")
@@ -161,15 +154,8 @@ class AuditLog:
         self._torn = aside
 
     # ------------------------------------------------------------------ keyed chain
-    def _mac_of(self, entry: dict) -> str:
-        body = json.dumps({k: v for k, v in entry.items() if k != "mac"}, sort_keys=True, allow_nan=False)
-        return hmac.new(self._key, body.encode(), hashlib.sha256).hexdigest()
-
-    def _seal(self, count: int, mac: str | None) -> str:
-        return hmac.new(self._key, f"audit-head {count} {mac}".encode(), hashlib.sha256).hexdigest()
-
     def _write_head(self) -> None:
-        head = {"entries": self._count, "mac": self._mac, "seal": self._seal(self._count, self._mac)}
+        head = {"entries": self._count, "mac": self._mac, "seal": seal(self._key, self._count, self._mac)}
         _write_private(self.head_file, json.dumps(head) + "\n")
 
     def _read_head(self) -> dict | None:
@@ -183,40 +169,6 @@ class AuditLog:
     def _lines(self) -> list[str]:
         return [line for line in self.path.read_text().splitlines() if line] if self.path.exists() else []
 
-    def _check(self, lines: list[str], head: dict | None) -> tuple[ChainCheck, tuple[int, str, str | None]]:
-        """Verify every line and the head; returns the verdict and (count, last line hash, last MAC)."""
-        prev, mac, keyed = GENESIS, None, False
-
-        def bad(problem: str) -> tuple[ChainCheck, tuple]:
-            return ChainCheck(False, len(lines), problem), (0, GENESIS, None)
-
-        if head is None:
-            return bad(f"its head {self.head_file} is missing (deleted?)")
-        if not isinstance(head, dict) or not hmac.compare_digest(
-                str(head.get("seal")), self._seal(head.get("entries"), head.get("mac"))):
-            return bad(f"its head {self.head_file} was altered (the seal does not verify with the audit key)")
-        for i, line in enumerate(lines):
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                return bad(f"entry {i} is not JSON")
-            if not isinstance(entry, dict) or entry.get("prev") != prev:
-                return bad(f"entry {i} does not follow from the one before it (an entry was edited, removed or inserted)")
-            if "mac" in entry:
-                if entry.get("i") != i or not hmac.compare_digest(str(entry["mac"]), self._mac_of(entry)):
-                    return bad(f"entry {i} was changed (its MAC does not verify with the audit key)")
-                keyed, mac = True, entry["mac"]
-            elif keyed:
-                return bad(f"entry {i} has no MAC after keyed entries (written by something other than the station)")
-            prev = _line_hash(line)
-        n = head.get("entries")
-        if not isinstance(n, int) or len(lines) < n:
-            return bad(f"it has {len(lines)} entries but its head says {n}: entries were removed from its end")
-        at_head = json.loads(lines[n - 1]).get("mac") if n else None
-        if at_head != head.get("mac"):
-            return bad(f"entry {n - 1} is not the one its head names (the log was rewritten)")
-        return ChainCheck(True, len(lines)), (len(lines), prev, mac)
-
     # ------------------------------------------------------------------ use
     def mac(self, data: bytes) -> str:
         """HMAC-SHA256 of ``data`` under the audit key (other station files sealed by the same key use it)."""
@@ -227,13 +179,13 @@ class AuditLog:
         with self._lock:
             entry = {"i": self._count, "time": time.time(), "user": user, "action": action,
                      "details": _finite(details), "prev": self._last}
-            entry["mac"] = self._mac_of(entry)
+            entry["mac"] = mac_of(self._key, entry)
             line = json.dumps(entry, sort_keys=True, allow_nan=False)
             with open(self.path, "a") as fh:
                 fh.write(line + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())
-            self._count, self._last, self._mac = self._count + 1, _line_hash(line), entry["mac"]
+            self._count, self._last, self._mac = self._count + 1, line_hash(line), entry["mac"]
             self._write_head()
             return entry
 
@@ -244,25 +196,10 @@ class AuditLog:
     def verify(self) -> ChainCheck:
         """Check the log on disk against its key and head, and against what this process wrote."""
         with self._lock:
-            check, (count, _, _) = self._check(self._lines(), self._read_head())
+            check, (count, _, _) = check_chain(self._lines(), self._read_head(), self._key, self.head_file)
             if check.ok and count < self._count:
                 return ChainCheck(False, count, f"it has {count} entries but this station wrote {self._count}: "
                                                 "entries were removed from its end")
             return check
 
 
-def _plain_chain_break(lines: list[str]) -> int | None:
-    prev = GENESIS
-    for i, line in enumerate(lines):
-        try:
-            if json.loads(line).get("prev") != prev:
-                return i
-        except (ValueError, AttributeError):
-            return i
-        prev = _line_hash(line)
-    return None
-
-
-def verify_chain(path: str | Path) -> int | None:
-    """Index of the first entry whose plain sha256 link is broken, or None (no key needed; see :meth:`AuditLog.verify`)."""
-    return _plain_chain_break(Path(path).read_text().splitlines())

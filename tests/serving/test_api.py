@@ -6,7 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from serving.api import create_app
-from serving.station.audit import verify_chain
+from serving.station.audit_chain import verify_chain
 
 
 @pytest.fixture()

@@ -13,7 +13,8 @@ from fastapi.testclient import TestClient
 
 from api_station import write_config
 from serving.api import create_app
-from serving.station.audit import AuditLog, AuditTampered, verify_chain
+from serving.station.audit import AuditLog, AuditTampered
+from serving.station.audit_chain import verify_chain
 from serving.station.runtime import Station
 
 
