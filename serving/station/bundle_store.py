@@ -8,8 +8,8 @@ Layout under ``bundles.store``::
     active.json                       per kind: the versions run, oldest first (the last is running)
 
 A version enters the history only once the station has switched to it, so the history is exactly
-what ran, and ``rollback`` returns to the one before. Unpacking refuses links, absolute paths, ``..``
-and anything but plain files and folders, and stops at the size limit.
+what ran, and ``rollback`` returns to the one before. Uploads are unpacked by
+:func:`serving.station.upload.extract_plain_files` (plain files and folders only, size-limited).
 
 >>> store = BundleStore("station-data/bundles", keep=3)   # doctest: +SKIP
 >>> store.history("anomaly")                              # doctest: +SKIP
@@ -22,7 +22,6 @@ import contextlib
 import hashlib
 import os
 import shutil
-import tarfile
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -35,11 +34,10 @@ from serving.engine.bundle import MANIFEST, Bundle
 from serving.engine.manifest import VERSION_PATTERN
 from serving.engine.signing import SIGNATURE_FILE
 from serving.errors import BundleError
+from serving.station.upload import extract_plain_files
 from serving.strict import StrictModel, error_lines
 
 KINDS = ("anomaly", "detector")
-MAX_MEMBERS = 20_000  #: an upload with more entries is refused (a bundle has a few hundred)
-MAX_HEADER = 64 * 1024  #: tar extension headers (long names, pax records) larger than this are refused
 
 
 class KindHistory(StrictModel):
@@ -55,16 +53,6 @@ class StoreState(StrictModel):
 
     anomaly: KindHistory = KindHistory()
     detector: KindHistory = KindHistory()
-
-
-class _BoundedInfo(tarfile.TarInfo):
-    """A tar member whose extension headers (read whole into memory by tarfile) are size-limited."""
-
-    def _proc_member(self, tarfile_):  # tarfile's own hook, called with the header's size before its data is read
-        if self.type in (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK) \
-                and self.size > MAX_HEADER:
-            raise tarfile.HeaderError(f"an extension header of {self.size} bytes (limit {MAX_HEADER})")
-        return super()._proc_member(tarfile_)
 
 
 @contextlib.contextmanager
@@ -174,34 +162,7 @@ class BundleStore:
         dest = self.staging()
         with _removed_on_failure(dest, lambda exc: f"upload: cannot unpack into {dest.parent} ({exc.strerror or exc}); "
                                  "check the station's disk and the archive's names"):
-            try:
-                with tarfile.open(fileobj=stream, mode="r|*", tarinfo=_BoundedInfo) as tar:
-                    total = 0
-                    for count, member in enumerate(tar, 1):
-                        if count > MAX_MEMBERS:
-                            raise BundleError(f"upload: more than {MAX_MEMBERS} entries; not a bundle")
-                        parts = [x for x in Path(member.name).parts if x != "."]
-                        if Path(member.name).is_absolute() or ".." in parts:
-                            raise BundleError(f"upload: member {member.name!r} leaves the bundle folder; refused")
-                        if not parts:
-                            continue
-                        name = "/".join(parts)
-                        if member.isdir():
-                            (dest / name).mkdir(parents=True, exist_ok=True)
-                            continue
-                        if not member.isfile():
-                            raise BundleError(f"upload: member {member.name!r} is a link or device; bundles hold plain "
-                                              "files only")
-                        total += member.size
-                        if total > max_bytes:
-                            raise BundleError(f"upload: larger than bundles.max_upload_mb ({max_bytes / 2**20:.0f} MB)")
-                        target = dest / name
-                        target.parent.mkdir(parents=True, exist_ok=True)
-                        src = tar.extractfile(member)
-                        with open(target, "wb") as fh:
-                            shutil.copyfileobj(src, fh, 1 << 20)
-            except (tarfile.TarError, EOFError, ValueError, UnicodeError) as exc:
-                raise BundleError(f"upload: not a tar archive of a bundle folder ({exc}); send `tar -czf - -C BUNDLE .`") from None
+            extract_plain_files(stream, dest, max_bytes)
         return dest
 
     def keep_copy(self, bundle: Bundle) -> tuple[Path, bool]:

@@ -16,7 +16,8 @@ from serving.api import create_app
 from serving.engine.bundle import MANIFEST, load_bundle
 from serving.engine.signing import SIGNATURE_FILE
 from serving.errors import BundleError
-from serving.station.bundle_store import MAX_HEADER, BundleStore
+from serving.station.bundle_store import BundleStore
+from serving.station.upload import MAX_HEADER
 from serving.station.runtime import Station
 
 
