@@ -39,6 +39,7 @@ from flows.data.dataset import dataset_hash, load_tensors
 from flows.params import Params
 from serving.drift.capture import flag_outliers
 from serving.engine.bundle import load_bundle
+from serving.engine.manifest import Manifest
 from serving.engine.preprocess import InputSpec, Roi, resize
 from serving.errors import ConfigError, DatasetError
 from serving.evidence.export import CAPTURE_FILE
@@ -114,15 +115,7 @@ def recalibrate(bundle: str | Path, normals: str | Path, out: str | Path, params
     if not (bundle / "enrollment.pt").is_file():
         raise ConfigError(f"{bundle}: no enrollment.pt beside the manifest; recalibrate from the engineer's bundle "
                           "folder written by `lineguard enroll` (or the MLflow run's artifacts), not a station copy")
-    old_manifest = load_bundle(bundle).manifest
-    ckpt = load_enrollment(bundle, min_format=1)  # an old one gets the advice below
-    if ckpt.get("format", 1) < 2 or "pooled" not in ckpt:
-        raise ConfigError(f"{bundle}: enrolled by an earlier lineguard (bundle schema {old_manifest.schema_version}); "
-                          "it has no unseen scores or fingerprints to build on: run with --mode rebuild, or re-enroll")
-    # the model is the bundle's; calibration, tracking and export settings are today's
-    p = Params.model_validate({**ckpt["params"], "calibration": params.calibration.model_dump(),
-                               "recalibrate": params.recalibrate.model_dump(), "export": params.export.model_dump(),
-                               "tracking": params.tracking.model_dump()})
+    old_manifest, ckpt, p = _parent(bundle, params)
     paths, roi_applied, meta = new_normal_paths(normals)
     if len(paths) < p.recalibrate.min_new_normals:
         raise DatasetError(f"{normals}: {len(paths)} new normals; at least {p.recalibrate.min_new_normals} are needed "
@@ -143,15 +136,7 @@ def recalibrate(bundle: str | Path, normals: str | Path, out: str | Path, params
         before, _ = score_embeddings(AnomalyScorer(model), emb, size)
 
     warnings = [f"unreadable, left out: {why}" for _, why in bad]
-    flags = np.array(flag_outliers(list(before), old_thr.image))
-    flagged = [str(paths[i]) for i in np.flatnonzero(flags)]
-    if flagged and not include_flagged:
-        warnings.append(f"{len(flagged)} new normal(s) look like defects (they stand out and score above the old "
-                        f"threshold) and were left out: {', '.join(Path(f).name for f in flagged[:10])}"
-                        f"{' ...' if len(flagged) > 10 else ''}; pass --include-flagged if they are good")
-        keep = ~flags
-    else:
-        keep = np.ones(len(paths), bool)
+    keep, flagged = _unflagged(before, old_thr.image, paths, include_flagged, warnings)
     x, emb, before = x[keep], emb[torch.from_numpy(keep)], before[keep]
     if d_old is not None:
         d_old = d_old.reshape(len(keep), -1)[torch.from_numpy(keep)].reshape(-1)
@@ -161,14 +146,8 @@ def recalibrate(bundle: str | Path, normals: str | Path, out: str | Path, params
                            f"at least {p.recalibrate.min_new_normals} are needed")
 
     pooled_new = pooled_features(emb)
-    base = old_manifest.baseline
-    fp_old_proj = project(pooled_new, ckpt["embed_mean"], ckpt["embed_proj"])
-    far = float(np.linalg.norm(fp_old_proj.mean(0) - np.asarray(base.embedding_centroid)) / max(base.embedding_spread, 1e-9))
-    rejected = float(np.mean(before > old_thr.image))
-    if far > p.recalibrate.far_spreads or rejected > 0.5:
-        warnings.append(f"the new normals are far from the old ones: {rejected:.0%} of them would be rejected by the "
-                        f"current model and their fingerprints lie {far:.1f} spreads from the old ones: a different "
-                        "product or set-up? Consider --mode rebuild, or enrolling it as a product of its own")
+    far = _spreads_away(pooled_new, ckpt, old_manifest.baseline, float(np.mean(before > old_thr.image)),
+                        p.recalibrate.far_spreads, warnings)
 
     info = {"mode": mode, "parent_version": old_manifest.bundle_version, "user": f"{getpass.getuser()}@{platform.node()}",
             "time": time.time(), "n_new_normals": len(paths), "new_files": [q.name for q in paths],
@@ -215,6 +194,47 @@ def recalibrate(bundle: str | Path, normals: str | Path, out: str | Path, params
 
         result.mlflow_run_id, result.model_version = log_recalibration(result, p, old_manifest)
     return result
+
+
+def _parent(bundle: Path, params: Params) -> tuple[Manifest, dict, Params]:
+    """The bundle's manifest, its enrollment checkpoint, and the settings to recalibrate with: the model's are the
+    bundle's; calibration, recalibration, export and tracking settings are today's."""
+    old_manifest = load_bundle(bundle).manifest
+    ckpt = load_enrollment(bundle, min_format=1)  # an old one gets the advice below
+    if ckpt.get("format", 1) < 2 or "pooled" not in ckpt:
+        raise ConfigError(f"{bundle}: enrolled by an earlier lineguard (bundle schema {old_manifest.schema_version}); "
+                          "it has no unseen scores or fingerprints to build on: run with --mode rebuild, or re-enroll")
+    p = Params.model_validate({**ckpt["params"], "calibration": params.calibration.model_dump(),
+                               "recalibrate": params.recalibrate.model_dump(), "export": params.export.model_dump(),
+                               "tracking": params.tracking.model_dump()})
+    return old_manifest, ckpt, p
+
+
+def _unflagged(before: np.ndarray, threshold: float, paths: list[Path], include_flagged: bool,
+               warnings: list[str]) -> tuple[np.ndarray, list[str]]:
+    """(which new normals to keep, the flagged ones): those that stand out and score above the old threshold are
+    left out, with a warning, unless the engineer includes them."""
+    flags = np.array(flag_outliers(list(before), threshold))
+    flagged = [str(paths[i]) for i in np.flatnonzero(flags)]
+    if flagged and not include_flagged:
+        warnings.append(f"{len(flagged)} new normal(s) look like defects (they stand out and score above the old "
+                        f"threshold) and were left out: {', '.join(Path(f).name for f in flagged[:10])}"
+                        f"{' ...' if len(flagged) > 10 else ''}; pass --include-flagged if they are good")
+        return ~flags, flagged
+    return np.ones(len(paths), bool), flagged
+
+
+def _spreads_away(pooled_new: np.ndarray, ckpt: dict, base, rejected: float, limit: float,
+                  warnings: list[str]) -> float:
+    """How many enrollment spreads the new normals' fingerprints lie from the old ones; a warning when far (or
+    when the current model would reject most of them)."""
+    fp_old_proj = project(pooled_new, ckpt["embed_mean"], ckpt["embed_proj"])
+    far = float(np.linalg.norm(fp_old_proj.mean(0) - np.asarray(base.embedding_centroid)) / max(base.embedding_spread, 1e-9))
+    if far > limit or rejected > 0.5:
+        warnings.append(f"the new normals are far from the old ones: {rejected:.0%} of them would be rejected by the "
+                        f"current model and their fingerprints lie {far:.1f} spreads from the old ones: a different "
+                        "product or set-up? Consider --mode rebuild, or enrolling it as a product of its own")
+    return far
 
 
 def _scores_from(scorer: AnomalyScorer, patch_sq: torch.Tensor, shape, size) -> tuple[np.ndarray, np.ndarray]:
