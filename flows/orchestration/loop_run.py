@@ -110,12 +110,9 @@ def _split(bottle: Path, classes: list[str], work: Path) -> tuple[Path, Path, di
 def run_loop(work: str | Path, params: Params, *, bottle: str | Path, port_ls: int, port_api: int,
              bundle: str | Path | None = None) -> dict:
     """Run the loop in ``work``; return the time of each step, the detector's figures and what the station named."""
-    from flows.data.evidence import load_records
-    from flows.detector.dataset import mask_boxes
     from flows.detector.retrain import retrain_if_due
     from flows.labels import server, studio
     from serving.cli import serve_api
-    from serving.images import read_mask
     from serving.station.runtime import Station
 
     work, bottle = Path(work), Path(bottle)
@@ -148,13 +145,7 @@ def run_loop(work: str | Path, params: Params, *, bottle: str | Path, port_ls: i
 
     api = serve_api(st, "127.0.0.1", port_api)
     http = _Http(port_api).login("olga", "op-pass")
-    reviewed = 0
-    for r in st.evidence.query("crop_file IS NOT NULL", limit=10_000, order="id"):
-        cls = truth[Path(r.source).name][0]  # what the operator sees on the part and taps
-        code, body = http.call("POST", f"/api/review/{r.id}", {"disposition": "defect", "class_name": cls})
-        if code != 200:
-            raise ConfigError(f"review of part {r.id} refused: {body}")
-        reviewed += 1
+    reviewed = _review(st, http, truth)
     time.sleep(1.5)  # the housekeeper syncs the dispositions
     st.stop()
     api.should_exit = True
@@ -168,22 +159,7 @@ def run_loop(work: str | Path, params: Params, *, bottle: str | Path, port_ls: i
                                              classes, title)
     lap("push")
 
-    ls = studio.client(ls_info)
-    by_ext = {f"{r.station_id}/{r.boot_id}/{r.seq}": Path(r.source).name
-              for r in load_records(str(work / "sync")).itertuples()}
-    for task in ls.tasks.list(project=store.state["project_id"], fields="all"):
-        cls, mask_path = truth[by_ext[task.data["ext_id"]]]
-        mask = read_mask(mask_path).astype(np.uint8)
-        mh, mw = mask.shape
-        pred = task.predictions[0] if isinstance(task.predictions[0], dict) else task.predictions[0].model_dump()
-        w_, h_ = pred["result"][0]["original_width"], pred["result"][0]["original_height"]  # the picture's own size
-        result = [{"id": f"r{i}", "from_name": studio.FROM_NAME, "to_name": studio.TO_NAME, "type": "rectanglelabels",
-                   "original_width": w_, "original_height": h_, "image_rotation": 0, "origin": "prediction-changed",
-                   "value": {"x": 100 * x0 / mw, "y": 100 * y0 / mh, "width": 100 * (x1 - x0) / mw,
-                             "height": 100 * (y1 - y0) / mh, "rotation": 0, "rectanglelabels": [cls]}}
-                  for i, (x0, y0, x1, y1) in enumerate(mask_boxes(mask))]
-        ls.annotations.create(id=task.id, result=result, lead_time=10.0, was_cancelled=False, ground_truth=False,
-                              project=task.project, parent_prediction=pred["id"])
+    _label(studio.client(ls_info), store.state["project_id"], work / "sync", truth)
     lap("label")
 
     pulled = studio.pull(store, ls_info, classes)
@@ -217,6 +193,43 @@ def run_loop(work: str | Path, params: Params, *, bottle: str | Path, port_ls: i
                 k: trained[k] for k in ("bundle", "map50", "per_class", "precision", "recall", "n_train", "n_val",
                                         "seconds")},
             "named": named, "truth": {k: truth[k][0] for k in named}}
+
+
+def _review(st, http: "_Http", truth: dict) -> int:
+    """The operator's part: every kept part confirmed a defect of the class seen on it, through the station's API."""
+    reviewed = 0
+    for r in st.evidence.query("crop_file IS NOT NULL", limit=10_000, order="id"):
+        cls = truth[Path(r.source).name][0]  # what the operator sees on the part and taps
+        code, body = http.call("POST", f"/api/review/{r.id}", {"disposition": "defect", "class_name": cls})
+        if code != 200:
+            raise ConfigError(f"review of part {r.id} refused: {body}")
+        reviewed += 1
+    return reviewed
+
+
+def _label(ls, project_id: int, sync_dir: Path, truth: dict) -> None:
+    """The labeller's part: each pushed task's pre-drawn box replaced by boxes around the true defect mask,
+    submitted through Label Studio's API as a person's annotation of the prediction."""
+    from flows.data.evidence import load_records
+    from flows.detector.dataset import mask_boxes
+    from flows.labels import studio
+    from serving.images import read_mask
+
+    by_ext = {f"{r.station_id}/{r.boot_id}/{r.seq}": Path(r.source).name
+              for r in load_records(str(sync_dir)).itertuples()}
+    for task in ls.tasks.list(project=project_id, fields="all"):
+        cls, mask_path = truth[by_ext[task.data["ext_id"]]]
+        mask = read_mask(mask_path).astype(np.uint8)
+        mh, mw = mask.shape
+        pred = task.predictions[0] if isinstance(task.predictions[0], dict) else task.predictions[0].model_dump()
+        w_, h_ = pred["result"][0]["original_width"], pred["result"][0]["original_height"]  # the picture's own size
+        result = [{"id": f"r{i}", "from_name": studio.FROM_NAME, "to_name": studio.TO_NAME, "type": "rectanglelabels",
+                   "original_width": w_, "original_height": h_, "image_rotation": 0, "origin": "prediction-changed",
+                   "value": {"x": 100 * x0 / mw, "y": 100 * y0 / mh, "width": 100 * (x1 - x0) / mw,
+                             "height": 100 * (y1 - y0) / mh, "rotation": 0, "rectanglelabels": [cls]}}
+                  for i, (x0, y0, x1, y1) in enumerate(mask_boxes(mask))]
+        ls.annotations.create(id=task.id, result=result, lead_time=10.0, was_cancelled=False, ground_truth=False,
+                              project=task.project, parent_prediction=pred["id"])
 
 
 def summary_lines(r: dict) -> list[str]:
