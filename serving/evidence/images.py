@@ -29,7 +29,7 @@ def write_part_images(vault: ImageVault, space: Space, rec: InspectionRecord,
     room, free = space.room_for_images(need)
     if not room:  # records ahead of images: the reserve stays for them
         return rec.model_copy(update={"images_dropped": True}), (
-            f"disk nearly full: {free / MB:.1f} MB free, evidence.min_free_mb {space.reserve / MB:g} MB is kept "
+            f"disk nearly full: {free / MB:.1f} MB free, evidence.min_free_mb {space.reserve / MB:.3g} MB is kept "
             "for records")
     stem = f"{rec.t_trigger_ns}_{rec.seq}"
     files, size = {}, 0
