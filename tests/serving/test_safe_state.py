@@ -77,7 +77,8 @@ def test_with_plc_owned_pulses_the_station_never_drives_the_output_and_a_dead_st
         time.sleep(0.3)
     assert not [v for _, v in coil_edges(edges, 0) if v]  # the station never set the reject coil
     out = pulses(edges, "output")
-    assert all(abs((off - on) / 1e6 - 40) < 10 for on, off in out)  # the PLC owns the width
+    # the PLC owns the width: never cut short, and ended by its own clock (a stalled scan can only lengthen it)
+    assert all(39 <= (off - on) / 1e6 < 140 for on, off in out)
     assert events(edges, "output")[-1]["values"] == [0]
     requests = events(edges, "hr", 6)  # reject requests: [sequence, PLC-clock target]
     assert len(requests) >= 3 and all(len(r["values"]) == 2 for r in requests)
