@@ -294,3 +294,26 @@ def test_a_reject_write_held_up_by_a_frozen_plc_is_not_acted_on_when_it_finally_
     assert late_on and (late_on[0] - t) / 1e6 > 300  # the write did arrive, very late ...
     assert not [e for e in events(edges, "output") if e["values"] == [1]]  # ... and the output never fired
     assert alarms.is_active("pulse_missed")
+
+
+def test_the_first_part_s_result_is_not_lost_behind_a_slow_first_connect(tmp_path):
+    """start() returns once the first connection attempt has ended: a result queued behind a slow connect would be
+    superseded by the next part's (results are never written late), and the PLC would miss the first part."""
+    from serving.lineio.actuation.modbus import ModbusBackend
+
+    class SlowFirstConnect(ModbusBackend):  # a real Modbus client whose first connect takes 150 ms (ARP, a busy PLC)
+        def connect(self) -> None:
+            time.sleep(0.15)
+            super().connect()
+
+    with plc_sim(tmp_path) as (port, edges):
+        cfg = ActuatorConfig(kind="modbus", modbus=ModbusConfig(port=port, timeout_s=0.3), delay_ms=60, pulse_ms=20)
+        act = Actuator(SlowFirstConnect(cfg.modbus), cfg, Alarms()).start()
+        act.submit(1, "PASS", time.monotonic_ns())
+        time.sleep(0.05)  # the next part comes before a 150 ms connect would have ended
+        act.submit(2, "PASS", time.monotonic_ns())
+        assert act.wait_idle(3)
+        time.sleep(0.05)
+        act.close()
+    assert [b[0] for b in (e["values"] for e in events(edges, "hr", 0))] == [1, 2]
+    assert act.counts["errors"] == 0

@@ -14,6 +14,7 @@ Owned by the :class:`~serving.lineio.actuation.worker.IoWorker` and run on its t
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 
@@ -37,6 +38,7 @@ class Link:
         self.awaiting: tuple[int, int] | None = None  # (seq, written at ns) of the unacknowledged result
         self._due = {"heartbeat": 0, "ack": 0, "stop_line": 0, "reconnect": 0}
         self._backoff = cfg.retry_initial_s
+        self.tried = threading.Event()  # set once the first connection attempt has ended, either way
 
     @property
     def backoff_s(self) -> float:
@@ -58,8 +60,10 @@ class Link:
             self.alarms.raise_("plc", f"actuator {self.backend.kind}: {exc}; retrying with backoff")
             self._due["reconnect"] = time.monotonic_ns() + int(self._backoff * 1e9)
             self._backoff = min(self._backoff * 2, self.cfg.retry_max_s)
+            self.tried.set()
             return False
         self.connected, self._backoff = True, self.cfg.retry_initial_s
+        self.tried.set()
         self._due["reconnect"] = 2**62  # nothing to reconnect while connected
         self.alarms.clear("plc")
         return True

@@ -32,6 +32,7 @@ from serving.lineio.actuation.worker import IoWorker
 
 log = logging.getLogger("lineguard.actuation")
 GUARD_LEAD_NS = 10_000_000  # the reject command goes this long before its pulse
+FIRST_CONNECT_WAIT_S = 2.0  #: start() waits at most this long for the first connection attempt to end
 COUNTS = ("results", "acks", "pulses", "late", "missed", "pulse_late", "pulse_short", "errors", "handshake_missed")
 
 
@@ -64,8 +65,12 @@ class Actuator:
         self.worker = IoWorker(backend, cfg, alarms, self._count, self.pulses, state, self.counters, self._missed)
 
     def start(self) -> "Actuator":
-        """Start the I/O worker (and the PLC counter poll where one is needed)."""
+        """Start the I/O worker (and the PLC counter poll where one is needed); return once the first connection
+        attempt has ended (connected, or alarmed), so the first part's result does not wait on it."""
         self.worker.start()
+        # a result still queued behind the connect when the next part comes is superseded (never written late):
+        # without this wait the first part's result could be lost on a slow first connect
+        self.link.tried.wait(FIRST_CONNECT_WAIT_S)
         if self.counters is not None:
             self.counters.start()
             self.counters.wait_first(1.0)  # the first part's target needs a reading; a dead PLC is alarmed anyway
