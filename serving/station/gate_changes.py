@@ -143,3 +143,30 @@ def validated_gate(cfg, gate: dict) -> GateRules:
     """``gate`` checked as part of the whole station config ``cfg`` (cross-section checks too, such as the
     decision deadline against the reject pulse's delay)."""
     return type(cfg).model_validate({**cfg.model_dump(), "gate": gate}).gate
+
+
+class GateControl:
+    """Engineers' gate changes on a running station (mixed into the Station: it uses its config, locks, engine,
+    history, overrides and audit log)."""
+
+    def update_gate(self, changes: dict, user: str, confirm: bool = False) -> GateRules:
+        """Change gate settings (engineer): validated as a whole and with the station config, thresholds kept near
+        the calibration, ``confirm`` needed for what lets parts through (serving.station.gate_changes); saved for
+        the next start, audited, effective from the next frame."""
+        with self._control:
+            old = self.cfg.gate.model_dump(mode="json")
+            new_cfg = GateRules.model_validate({**old, **changes})
+            new_cfg = validated_gate(self.cfg, new_cfg.model_dump(mode="json"))
+            rules = self._rules(new_cfg, self.engine, self.detector)
+            cal = (self.engine.thresholds.image, self.engine.thresholds.pixel)
+            check_range(rules, *cal, fields=changes)
+            through = lets_parts_through(self.rules, rules, *cal)
+            if through and not confirm:
+                raise NeedsConfirmation(through)
+            self.gate_overrides.save(new_cfg, self._config_gate, user)
+            self.audit.append(user, "gate_changed", {"before": {k: old[k] for k in changes}, "after": changes,
+                                                     "lets_parts_through": through, "confirmed": bool(through)})
+            with self._lock:
+                self.cfg.gate, self.rules = new_cfg, rules
+                self.history.resize(new_cfg.persistence_m)  # a longer persistence window needs a longer history
+        return rules

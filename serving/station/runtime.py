@@ -25,13 +25,12 @@ from serving.engine.bundle import read_array
 from serving.evidence.record import InspectionRecord
 from serving.evidence.store import EvidenceStore
 from serving.drift.capture import Capture
-from serving.gate import GateRules, History
+from serving.gate import History
 from serving.lineio.actuation import make_backend
-from serving.lineio.actuation.modbus_map import STATE_ALARM, STATE_NOT_INSPECTING, STATE_RUNNING, STATE_STOPPED
 from serving.lineio.actuation.scheduler import Actuator
 from serving.lineio.frames import Frame
 from serving.station.audit import AuditLog
-from serving.station.gate_changes import GateOverrides, NeedsConfirmation, check_range, lets_parts_through, validated_gate
+from serving.station.gate_changes import GateControl, GateOverrides
 from serving.station.bundle_control import BundleControl
 from serving.station.bundle_store import BundleStore
 from serving.station.housekeeping import Housekeeper
@@ -40,6 +39,7 @@ from serving.station.records import PartView, PulseRecorder, log_part, record_of
 from serving.station.metrics import StationMetrics
 from serving.station.normals import Normals
 from serving.station.sources import make_source
+from serving.station.status import LineStatus
 
 log = logging.getLogger("lineguard.station")
 
@@ -66,7 +66,7 @@ class LiveState:
             self.first_verdict_ms = (time.monotonic_ns() - self.started_ns) / 1e6
 
 
-class Station(BundleControl):
+class Station(BundleControl, GateControl, LineStatus):
     """A running station built from its config; threads start in :meth:`start`."""
 
     def __init__(self, cfg: StationConfig, *, started_ns: int | None = None) -> None:
@@ -153,58 +153,6 @@ class Station(BundleControl):
             self.audit.append("station", "pulses_not_fired", {"reason": reason, "parts": pending})
         self.evidence.close()
         return pending
-
-    def status(self) -> tuple[str, str]:
-        """(level, words) for the top of the operator page: 'stop' whenever parts are not really protected."""
-        if not self.state.running:
-            return "stop", "STATION STOPPED"
-        if self.cfg.actuator.kind != "none" and not self.actuator.connected:
-            return "stop", "NOT REJECTING – PLC OFFLINE"
-        if self.alarms.is_active("camera"):
-            return "stop", "NOT INSPECTING – CAMERA"
-        if self.actuator.link.stop_line_latched:
-            return "stop", "LINE STOP REQUESTED – RESET AT THE PLC OR HERE"
-        events = [a for a in self.alarms.active() if a.kind == "event" and a.level == "error"]
-        if events:
-            return "warn", f"CHECK PARTS – {len(events)} UNACKNOWLEDGED ALARM{'S' if len(events) > 1 else ''}"
-        if self.alarms.active():
-            return "warn", "RUNNING WITH WARNINGS"
-        return "ok", "INSPECTING"
-
-    def plc_state(self) -> int:
-        """The station-state register: stopped, running, running with an alarm, or not inspecting."""
-        if not self.state.running:
-            return STATE_STOPPED
-        if self.alarms.is_active("camera") or self.alarms.is_active("inspection"):
-            return STATE_NOT_INSPECTING
-        return STATE_ALARM if any(a.level == "error" for a in self.alarms.active()) else STATE_RUNNING
-
-    def _on_unseen(self, why: str) -> None:
-        self.alarms.event("unseen", f"free-run: moments passed uninspected ({why})")
-        if self.cfg.actuator.late_policy == "stop_line" and not self.actuator.link.stop_line_latched:
-            self.actuator.stop_line(0, f"camera cannot see the line: {why}")
-
-    def update_gate(self, changes: dict, user: str, confirm: bool = False) -> GateRules:
-        """Change gate settings (engineer): validated as a whole and with the station config, thresholds kept near
-        the calibration, ``confirm`` needed for what lets parts through (serving.station.gate_changes); saved for
-        the next start, audited, effective from the next frame."""
-        with self._control:
-            old = self.cfg.gate.model_dump(mode="json")
-            new_cfg = GateRules.model_validate({**old, **changes})
-            new_cfg = validated_gate(self.cfg, new_cfg.model_dump(mode="json"))
-            rules = self._rules(new_cfg, self.engine, self.detector)
-            cal = (self.engine.thresholds.image, self.engine.thresholds.pixel)
-            check_range(rules, *cal, fields=changes)
-            through = lets_parts_through(self.rules, rules, *cal)
-            if through and not confirm:
-                raise NeedsConfirmation(through)
-            self.gate_overrides.save(new_cfg, self._config_gate, user)
-            self.audit.append(user, "gate_changed", {"before": {k: old[k] for k in changes}, "after": changes,
-                                                     "lets_parts_through": through, "confirmed": bool(through)})
-            with self._lock:
-                self.cfg.gate, self.rules = new_cfg, rules
-                self.history.resize(new_cfg.persistence_m)  # a longer persistence window needs a longer history
-        return rules
 
     # ------------------------------------------------------------------ per frame
     def process(self, frame: Frame) -> InspectionRecord:
