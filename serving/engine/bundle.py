@@ -69,18 +69,22 @@ def _check_npy_size(path: Path) -> None:
         raise ValueError(f"its header declares {shape} {dtype} ({need} bytes), the file has {have}")
 
 
-def read_array(path: Path, mmap: bool = False) -> np.ndarray:
-    """A ``.npy`` file as an array (memory-mapped, read-only, with ``mmap``); :class:`BundleError` naming the file
-    if it is not one (truncated, a pickle, a zip or ``.npz``, another format)."""
+def read_array(path: Path) -> np.ndarray:
+    """A ``.npy`` file as a read-only array in the process's own memory; :class:`BundleError` naming the file if it
+    is not one (truncated, a pickle, a zip or ``.npz``, another format).
+
+    Never memory-mapped: a file changed in place after the bundle was verified (a ``cp`` over the active bundle)
+    would show through a mapping unverified, and a truncated one kills the process with SIGBUS mid-part."""
     try:
         _check_npy_size(path)
-        array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        array = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # numpy reads a "PK" header as a zip
         raise BundleError(f"{path}: not a readable .npy array ({exc}); re-export the bundle") from None
     if not isinstance(array, np.ndarray):
         array.close()
         raise BundleError(f"{path}: an .npz archive, not one .npy array; re-export the bundle")
-    return np.asarray(array)
+    array.flags.writeable = False  # shared by every part and thread: nothing may change it after the checks
+    return array
 
 
 def sha256_file(path: Path) -> str:

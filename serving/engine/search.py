@@ -102,11 +102,10 @@ class IvfIndex:
     @classmethod
     def load(cls, files: Path | dict[str, Path], probe: int) -> "IvfIndex":
         """Read an index saved by :meth:`save` (``files``: role -> path, or the folder holding :data:`FILES`) and
-        :meth:`check` it; the bank is memory-mapped (the check reads it once; parts then page in the cells)."""
+        :meth:`check` it."""
         if isinstance(files, Path):
             files = {role: files / name for role, name in FILES.items()}
-        # np.asarray: a plain view of the mapping (a memmap slice per cell per part costs more than the GEMM)
-        arrays = {role: read_array(files[role], mmap=role == "bank") for role in INDEX_ROLES}
+        arrays = {role: read_array(files[role]) for role in INDEX_ROLES}
         index = cls(**arrays, probe=probe)
         index.check(files)
         index.probe = max(1, min(probe, index.cells))  # more probes than cells: every cell, the exact search
@@ -244,7 +243,7 @@ def search_files(bundle) -> dict[str, Path]:
 
 def open_search(bundle, threads: int | None = None) -> IvfBackend:
     """The bundle's :class:`IvfBackend` (its manifest has a ``search`` section): the backbone graph on ONNX
-    Runtime's CPU provider, the index memory-mapped from the verified ``search/`` files."""
+    Runtime's CPU provider, the index read from the verified ``search/`` files."""
     from serving.engine.backends import OrtBackend
 
     spec, m = bundle.manifest.search, bundle.manifest

@@ -35,7 +35,7 @@ def test_probing_every_cell_is_the_exact_search_and_fewer_cells_only_overestimat
     assert np.allclose(own, 0, atol=1e-2) and (own_idx == np.arange(len(bank))[::37]).all()
 
 
-def test_kmeans_leaves_no_cell_empty_and_the_index_round_trips_memory_mapped(tmp_path):
+def test_kmeans_leaves_no_cell_empty_and_the_index_round_trips(tmp_path):
     rng = np.random.default_rng(2)
     bank = np.concatenate([np.zeros((60, 4)), rng.normal(size=(4, 4)) * 50]).astype(np.float32)  # few, far outliers
     _, assign = kmeans(bank, 8)
@@ -43,10 +43,45 @@ def test_kmeans_leaves_no_cell_empty_and_the_index_round_trips_memory_mapped(tmp
     index = IvfIndex.build(bank, cells=8, probe=2)
     index.save(tmp_path)
     back = IvfIndex.load(tmp_path, probe=2)
-    assert np.shares_memory(back.bank, back.bank) and not back.bank.flags.writeable  # a read-only mapping
+    assert not back.bank.flags.writeable  # shared by every part: read-only
     x = rng.normal(size=(20, 4)).astype(np.float32)
     for a, b in zip(index.nearest(x), back.nearest(x)):
         np.testing.assert_array_equal(a, b)
+
+
+_CHANGE_IN_PLACE = """
+import sys
+from pathlib import Path
+import numpy as np
+from serving.engine.search import IvfIndex
+folder = Path(sys.argv[1])
+index = IvfIndex.load(folder, probe=8)
+x = np.random.default_rng(3).normal(size=(20, 4)).astype(np.float32)
+before = index.nearest(x)
+bank = folder / "bank.npy"
+size = bank.stat().st_size
+with open(bank, "r+b") as fh:  # what `cp new/bank.npy active/` does: the same inode, new bytes, then the new length
+    fh.seek(128)
+    fh.write(np.full((size - 128) // 4, 1e6, np.float32).tobytes())
+print("overwritten:", all(np.array_equal(a, b) for a, b in zip(before, index.nearest(x))), flush=True)
+with open(bank, "r+b") as fh:
+    fh.truncate(64)
+print("truncated:", all(np.array_equal(a, b) for a, b in zip(before, index.nearest(x))), flush=True)
+"""
+
+
+def test_a_bank_changed_in_place_after_the_load_changes_no_score_and_kills_no_process(tmp_path):
+    """The loaded bank is the verified one: a copy over the active bundle's file (new bytes in the same inode, then a
+    shorter length) neither shows through (unverified distances) nor, truncated, kills the station with SIGBUS."""
+    import subprocess
+    import sys
+
+    bank = np.random.default_rng(2).normal(size=(4096, 4)).astype(np.float32)  # 64 KiB: pages past a truncation
+    IvfIndex.build(bank, cells=8, probe=8).save(tmp_path)
+    out = subprocess.run([sys.executable, "-c", _CHANGE_IN_PLACE, str(tmp_path)], capture_output=True, text=True,
+                         timeout=120)
+    assert out.stdout.split("\n")[:2] == ["overwritten: True", "truncated: True"], out.stdout
+    assert out.returncode == 0, f"the process died ({out.returncode}): {out.stderr[-300:]}"
 
 
 def test_the_map_is_upsampled_by_nearest_neighbour_then_blurred_with_reflected_borders():
