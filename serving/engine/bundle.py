@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,6 +99,37 @@ def sha256_file(path: Path) -> str:
         return h.hexdigest()
 
 
+def sha256_files(paths: list[Path], sizes: list[int], threads: int = 2) -> list[str]:
+    """Hex sha256 of each of ``paths``, largest (by ``sizes``) first, on ``threads`` threads: hashing releases the
+    GIL, and a bundle's few large graphs and arrays would otherwise hash one after the other on one core, on every
+    cold start and swap. An error reading a file is raised here, as :func:`sha256_file` would."""
+    digests: list[str | BaseException] = [""] * len(paths)
+    todo = sorted(range(len(paths)), key=lambda i: sizes[i])  # popped from the end: largest first
+    lock = threading.Lock()
+
+    def work() -> None:
+        while True:
+            with lock:
+                if not todo:
+                    return
+                i = todo.pop()
+            try:
+                digests[i] = sha256_file(paths[i])
+            except OSError as exc:
+                digests[i] = exc
+
+    helpers = [threading.Thread(target=work, daemon=True) for _ in range(max(0, min(threads, len(paths)) - 1))]
+    for t in helpers:
+        t.start()
+    work()
+    for t in helpers:
+        t.join()
+    for d in digests:
+        if isinstance(d, BaseException):
+            raise d
+    return digests  # type: ignore[return-value]
+
+
 def file_entries(root: Path, names: list[str]) -> dict[str, FileEntry]:
     """Manifest ``files`` entries for ``names`` relative to ``root``."""
     return {n: FileEntry(sha256=sha256_file(root / n), bytes=(root / n).stat().st_size) for n in sorted(names)}
@@ -115,24 +147,23 @@ def write_manifest(root: Path, manifest: Manifest, sign=None) -> Path:
     return root / MANIFEST
 
 
-def _inside(root: Path, name: str, role: str, mpath: Path, *, resolve: bool = True) -> Path:
-    """``root/name`` when ``name`` is a plain relative path that stays inside the (resolved) bundle folder.
-    ``resolve=False`` checks the name alone: enough where :func:`_check_tree` then refuses every link."""
-    p = Path(name)
-    if p.is_absolute() or ".." in p.parts or not name or name != name.strip():
+def _inside(root: Path, name: str, role: str, mpath: Path, *, resolve: bool = True) -> None:
+    """Refuse ``name`` unless it is a plain relative path that stays inside the (resolved) bundle folder.
+    ``resolve=False`` checks the name alone (string checks, no path objects: it runs per listed file on every
+    cold start): enough where :func:`_check_tree` then refuses every link."""
+    if not name or name.startswith("/") or ".." in name.split("/") or name != name.strip():
         raise BundleError(f"{mpath}: {role} {name!r} is not a path inside the bundle; re-export the bundle")
-    full = root / p
-    if resolve and not full.resolve().is_relative_to(root):
+    if resolve and not (root / name).resolve().is_relative_to(root):
         raise BundleError(f"{mpath}: {role} {name!r} leads outside the bundle folder; re-export the bundle")
-    return full
 
 
-def _check_tree(root: Path, listed: set[str]) -> None:
-    """Refuse links anywhere in the folder and files the manifest does not list (nothing unverified rides along).
+def _check_tree(root: Path, listed: set[str]) -> set[str]:
+    """Refuse links anywhere in the folder and files the manifest does not list (nothing unverified rides along);
+    the plain files found, by their names relative to ``root``.
 
     One ``scandir`` per folder, its entries' own types (no further system call per file): a bundle holds a few
     hundred files and this runs on every cold start and bundle swap."""
-    folders = [("", str(root))]
+    folders, found = [("", str(root))], set()
     while folders:
         prefix, folder = folders.pop()
         with os.scandir(folder) as entries:
@@ -146,6 +177,9 @@ def _check_tree(root: Path, listed: set[str]) -> None:
                 elif rel not in listed and rel not in UNLISTED_OK:
                     raise BundleError(f"{entry.path}: not listed in the manifest (unverified file); remove it or "
                                       "re-export the bundle")
+                elif entry.is_file(follow_symlinks=False):
+                    found.add(rel)
+    return found
 
 
 def load_bundle(root: str | Path, *, verify_hashes: bool = True, trust: Trust | None = None) -> Bundle:
@@ -195,15 +229,15 @@ def load_bundle(root: str | Path, *, verify_hashes: bool = True, trust: Trust | 
                                   "re-export the bundle")
     for name in manifest.files:
         _inside(root, name, "file", mpath, resolve=False)
-    _check_tree(root, set(manifest.files))
-    for name, entry in manifest.files.items():
-        fpath = root / name
-        if not fpath.is_file():
-            raise BundleError(f"{fpath}: listed in the manifest but missing; copy the whole bundle folder")
-        if verify_hashes and sha256_file(fpath) != entry.sha256:
-            raise BundleError(
-                f"{fpath}: sha256 does not match the manifest (corrupt or modified); "
-                "re-copy or re-export the bundle"
-            )
+    found = _check_tree(root, set(manifest.files))
+    missing = next((name for name in manifest.files if name not in found), None)
+    if missing is not None:
+        raise BundleError(f"{root / missing}: listed in the manifest but missing; copy the whole bundle folder")
+    if verify_hashes:
+        paths, entries = [root / name for name in manifest.files], list(manifest.files.values())
+        for fpath, entry, digest in zip(paths, entries, sha256_files(paths, [e.bytes for e in entries])):
+            if digest != entry.sha256:
+                raise BundleError(f"{fpath}: sha256 does not match the manifest (corrupt or modified); "
+                                  "re-copy or re-export the bundle")
     return Bundle(root=root, manifest=manifest, signature=signature, manifest_sha256=hashlib.sha256(data).hexdigest(),
                   manifest_bytes=data)

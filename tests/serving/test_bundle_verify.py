@@ -7,7 +7,7 @@ import numpy as np
 
 import pytest
 
-from serving.engine.bundle import load_bundle
+from serving.engine.bundle import load_bundle, sha256_file, sha256_files
 from serving.engine.manifest import SCHEMA_VERSION
 from serving.engine import AnomalyEngine
 from serving.errors import BundleError
@@ -39,6 +39,37 @@ def test_tampered_file_is_refused(bundle_copy):
         fh.write(b"\0")
     with pytest.raises(BundleError, match=r"model\.onnx: sha256 does not match"):
         AnomalyEngine.load(bundle_copy)
+
+
+def test_with_several_files_tampered_the_first_listed_is_named_whatever_thread_hashed_it(bundle_copy):
+    """The files hash on two threads, largest first; the error must not depend on which finished first."""
+    listed = list(load_bundle(bundle_copy).manifest.files)
+    small, large = listed[0], max(listed, key=lambda n: (bundle_copy / n).stat().st_size)
+    assert small != large
+    for name in (small, large):
+        with open(bundle_copy / name, "ab") as fh:
+            fh.write(b"\0")
+    for _ in range(5):
+        with pytest.raises(BundleError, match=re.escape(small) + ": sha256 does not match"):
+            load_bundle(bundle_copy)
+
+
+def test_hashing_on_threads_gives_each_file_its_own_digest_and_raises_a_read_error(tmp_path):
+    paths = []
+    for i, size in enumerate((10, 3_000_000, 0, 70_000)):
+        paths.append(tmp_path / f"f{i}")
+        paths[-1].write_bytes(np.random.default_rng(i).bytes(size))
+    assert sha256_files(paths, [p.stat().st_size for p in paths]) == [sha256_file(p) for p in paths]
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(IsADirectoryError):
+        sha256_files([*paths, tmp_path / "dir"], [1, 2, 3, 4, 5])
+
+
+def test_a_listed_file_that_is_a_folder_is_missing(bundle_copy):
+    (bundle_copy / "explain" / "bank_source.npy").unlink()
+    (bundle_copy / "explain" / "bank_source.npy").mkdir()
+    with pytest.raises(BundleError, match="bank_source.npy: listed in the manifest but missing"):
+        load_bundle(bundle_copy)
 
 
 def test_missing_file_is_refused(bundle_copy):
