@@ -35,6 +35,12 @@ SETTINGS = {
     # Lite0's feature stages are blocks.0/1/2/4/6 (stride 2/4/8/16/32); the default is blocks.2 + blocks.4
     "layers 2+4+6": {"model.layers": ["blocks.2", "blocks.4", "blocks.6"]},
     "layers 4+6": {"model.layers": ["blocks.4", "blocks.6"]},
+    # blocks.1 (stride 4) puts the patch grid at 56x56: 4x the patches, so a quarter of the coreset ratio keeps the
+    # bank's size (bottle's product file sets 0.02, the default is 0.1)
+    "layers 1+2+4 (bank kept)": {"model.layers": ["blocks.1", "blocks.2", "blocks.4"], "model.coreset_ratio": 0.025},
+    "layers 1+2+4 (bottle bank kept)": {"model.layers": ["blocks.1", "blocks.2", "blocks.4"],
+                                        "model.coreset_ratio": 0.005},
+    "layers 1+2+4 (bottle bank x2)": {"model.layers": ["blocks.1", "blocks.2", "blocks.4"], "model.coreset_ratio": 0.01},
     "lite2": {"model.backbone": "tf_efficientnet_lite2"},
     "coreset 0.05": {"model.coreset_ratio": 0.05},
     "coreset 0.02": {"model.coreset_ratio": 0.02},
@@ -44,7 +50,9 @@ SETTINGS = {
     "aspect kept 896x224": {"model.input_size": "896x224"},
 }
 #: settings that only make sense on some sets
-ONLY_ON = {"aspect kept 448x112": {"elpv-string"}, "aspect kept 896x224": {"elpv-string"}}
+ONLY_ON = {"aspect kept 448x112": {"elpv-string"}, "aspect kept 896x224": {"elpv-string"},
+           "layers 1+2+4 (bank kept)": {"elpv-mono", "elpv-poly"}, "layers 1+2+4 (bottle bank kept)": {"bottle"},
+           "layers 1+2+4 (bottle bank x2)": {"bottle"}}
 
 
 def cell_strings(cells: Path, out: Path, n_train: int = 200, n_good: int = 100, n_defect: int = 100, per: int = 4,
