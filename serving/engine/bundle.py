@@ -102,7 +102,7 @@ def sha256_file(path: Path) -> str:
 def sha256_files(paths: list[Path], sizes: list[int], threads: int = 2) -> list[str]:
     """Hex sha256 of each of ``paths``, largest (by ``sizes``) first, on ``threads`` threads: hashing releases the
     GIL, and a bundle's few large graphs and arrays would otherwise hash one after the other on one core, on every
-    cold start and swap. An error reading a file is raised here, as :func:`sha256_file` would."""
+    cold start and swap. An error reading a file (an :class:`OSError` naming it) is raised here, in this thread."""
     digests: list[str | BaseException] = [""] * len(paths)
     todo = sorted(range(len(paths)), key=lambda i: sizes[i])  # popped from the end: largest first
     lock = threading.Lock()
@@ -115,7 +115,7 @@ def sha256_files(paths: list[Path], sizes: list[int], threads: int = 2) -> list[
                 i = todo.pop()
             try:
                 digests[i] = sha256_file(paths[i])
-            except OSError as exc:
+            except BaseException as exc:  # noqa: BLE001 - raised below, in the caller's thread, not lost with this one
                 digests[i] = exc
 
     helpers = [threading.Thread(target=work, daemon=True) for _ in range(max(0, min(threads, len(paths)) - 1))]
@@ -151,7 +151,7 @@ def _inside(root: Path, name: str, role: str, mpath: Path, *, resolve: bool = Tr
     """Refuse ``name`` unless it is a plain relative path that stays inside the (resolved) bundle folder.
     ``resolve=False`` checks the name alone (string checks, no path objects: it runs per listed file on every
     cold start): enough where :func:`_check_tree` then refuses every link."""
-    if not name or name.startswith("/") or ".." in name.split("/") or name != name.strip():
+    if not name or name.startswith("/") or ".." in name.split("/") or name != name.strip() or "\0" in name:
         raise BundleError(f"{mpath}: {role} {name!r} is not a path inside the bundle; re-export the bundle")
     if resolve and not (root / name).resolve().is_relative_to(root):
         raise BundleError(f"{mpath}: {role} {name!r} leads outside the bundle folder; re-export the bundle")
@@ -232,10 +232,15 @@ def load_bundle(root: str | Path, *, verify_hashes: bool = True, trust: Trust | 
     found = _check_tree(root, set(manifest.files))
     missing = next((name for name in manifest.files if name not in found), None)
     if missing is not None:
-        raise BundleError(f"{root / missing}: listed in the manifest but missing; copy the whole bundle folder")
+        raise BundleError(f"{root}/{missing}: listed in the manifest but missing; copy the whole bundle folder")
     if verify_hashes:
         paths, entries = [root / name for name in manifest.files], list(manifest.files.values())
-        for fpath, entry, digest in zip(paths, entries, sha256_files(paths, [e.bytes for e in entries])):
+        try:
+            digests = sha256_files(paths, [e.bytes for e in entries])
+        except OSError as exc:  # gone or unreadable since the folder was listed: the bundle is refused, not a crash
+            raise BundleError(f"{exc.filename or root}: could not be read ({exc.strerror or exc}); copy the whole "
+                              "bundle folder again") from None
+        for fpath, entry, digest in zip(paths, entries, digests):
             if digest != entry.sha256:
                 raise BundleError(f"{fpath}: sha256 does not match the manifest (corrupt or modified); "
                                   "re-copy or re-export the bundle")

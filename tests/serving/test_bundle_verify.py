@@ -65,6 +65,54 @@ def test_hashing_on_threads_gives_each_file_its_own_digest_and_raises_a_read_err
         sha256_files([*paths, tmp_path / "dir"], [1, 2, 3, 4, 5])
 
 
+def test_an_error_on_the_helper_thread_is_raised_not_reported_as_tampering(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    import serving.engine.bundle as bundle_mod
+
+    paths = [tmp_path / f"f{i}" for i in range(6)]
+    for p in paths:
+        p.write_bytes(b"x" * 1000)
+    real = bundle_mod.sha256_file
+
+    def failing(path):
+        if threading.current_thread() is threading.main_thread():
+            time.sleep(0.05)  # slow here, so the helper thread surely takes files
+            return real(path)
+        raise MemoryError(f"simulated for {path.name}")
+
+    monkeypatch.setattr(bundle_mod, "sha256_file", failing)
+    with pytest.raises(MemoryError, match="simulated"):
+        sha256_files(paths, [1] * 6)
+
+
+def test_a_file_gone_between_the_folder_scan_and_its_hash_refuses_the_bundle_naming_it(bundle_copy, monkeypatch):
+    """A station falls back from a refused bundle (BundleError); an OSError out of the load would crash its start."""
+    import serving.engine.bundle as bundle_mod
+
+    scan = bundle_mod._check_tree
+
+    def scan_then_lose(root, listed):
+        found = scan(root, listed)
+        (bundle_copy / "explain" / "bank_source.npy").unlink()
+        return found
+
+    monkeypatch.setattr(bundle_mod, "_check_tree", scan_then_lose)
+    with pytest.raises(BundleError, match=r"bank_source\.npy: could not be read"):
+        load_bundle(bundle_copy)
+
+
+def test_a_nul_in_a_listed_name_is_refused_naming_the_field(bundle_copy):
+    mpath = bundle_copy / "manifest.json"
+    m = json.loads(mpath.read_text())
+    m["files"]["model\u0000.onnx"] = m["files"]["model.onnx"]
+    m["model_file"] = "model\u0000.onnx"
+    mpath.write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="model_file .* is not a path inside the bundle"):
+        load_bundle(bundle_copy)
+
+
 def test_a_listed_file_that_is_a_folder_is_missing(bundle_copy):
     (bundle_copy / "explain" / "bank_source.npy").unlink()
     (bundle_copy / "explain" / "bank_source.npy").mkdir()
