@@ -61,7 +61,7 @@ def test_hashing_on_threads_gives_each_file_its_own_digest_and_raises_a_read_err
         paths[-1].write_bytes(np.random.default_rng(i).bytes(size))
     assert sha256_files(paths, [p.stat().st_size for p in paths]) == [sha256_file(p) for p in paths]
     (tmp_path / "dir").mkdir()
-    with pytest.raises(IsADirectoryError):
+    with pytest.raises(OSError, match="not a regular file"):
         sha256_files([*paths, tmp_path / "dir"], [1, 2, 3, 4, 5])
 
 
@@ -101,6 +101,59 @@ def test_a_file_gone_between_the_folder_scan_and_its_hash_refuses_the_bundle_nam
     monkeypatch.setattr(bundle_mod, "_check_tree", scan_then_lose)
     with pytest.raises(BundleError, match=r"bank_source\.npy: could not be read"):
         load_bundle(bundle_copy)
+
+
+def _refused_without_blocking(fn, fifo):
+    """The BundleError message of ``fn()``, which must neither block on ``fifo`` nor succeed."""
+    import threading
+
+    outcome = []
+
+    def run():
+        try:
+            fn()
+        except BundleError as exc:
+            outcome.append(str(exc))
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout=20)
+    if worker.is_alive():
+        with open(fifo, "wb"):  # release the blocked reader before failing
+            pass
+        pytest.fail(f"blocked on the FIFO {fifo}")
+    assert outcome, "a FIFO was accepted"
+    return outcome[0]
+
+
+def test_a_fifo_put_in_a_listed_file_s_place_after_the_scan_is_refused_not_waited_on(bundle_copy, monkeypatch):
+    """Opening a FIFO for reading blocks until someone writes to it: the station's start would hang for good."""
+    import os
+
+    import serving.engine.bundle as bundle_mod
+
+    scan = bundle_mod._check_tree
+    target = bundle_copy / "explain" / "bank_source.npy"
+
+    def scan_then_swap(root, listed):
+        found = scan(root, listed)
+        target.unlink()
+        os.mkfifo(target)
+        return found
+
+    monkeypatch.setattr(bundle_mod, "_check_tree", scan_then_swap)
+    message = _refused_without_blocking(lambda: load_bundle(bundle_copy), target)
+    assert "bank_source.npy: could not be read (not a regular file)" in message
+
+
+def test_reading_an_array_refuses_a_fifo_naming_it(tmp_path):
+    import os
+
+    from serving.engine.bundle import read_array
+
+    os.mkfifo(tmp_path / "bank.npy")
+    message = _refused_without_blocking(lambda: read_array(tmp_path / "bank.npy"), tmp_path / "bank.npy")
+    assert re.search(r"bank\.npy: not a readable \.npy array \(.*not a regular file", message)
 
 
 def test_a_nul_in_a_listed_name_is_refused_naming_the_field(bundle_copy):
