@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from serving.engine.anomaly import AnomalyEngine
-from serving.engine.bundle import Bundle, load_bundle
+from serving.engine.bundle import Bundle, load_bundle, read_array
 from serving.engine.detector import DetectorEngine
 from serving.engine.preprocess import Roi, check_roi_scale
 from serving.errors import BundleError
@@ -114,3 +114,13 @@ class BundleOpening:
         """The bundle of ``kind`` in use now."""
         eng = self.engine if kind == "anomaly" else self.detector
         return eng.bundle if eng is not None else None
+
+    def known_fingerprints(self):
+        """Fingerprints of the enrolled normals (the bundle's explain file), or None for a schema 1 bundle."""
+        m = self.engine.bundle.manifest
+        name = m.explain.get("fingerprints")
+        if not m.has_fingerprint or not name:
+            return None
+        if getattr(self, "_known", (None,))[0] != m.bundle_version:
+            self._known = (m.bundle_version, read_array(self.engine.bundle.path(name)))
+        return self._known[1]

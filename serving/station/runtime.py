@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 
 from serving.alarms import Alarms
 from serving.config import StationConfig
-from serving.engine.bundle import read_array
 from serving.evidence.record import InspectionRecord
 from serving.evidence.store import EvidenceStore
 from serving.drift.capture import Capture
@@ -102,16 +101,6 @@ class Station(BundleControl, GateControl, LineStatus):
         self._control = threading.Lock()  # serialises engineers' changes (gate, bundle)
         self._stop = threading.Event()
         self._inspector = threading.Thread(target=self._inspect_loop, name="inspect", daemon=True)
-
-    def known_fingerprints(self):
-        """Fingerprints of the enrolled normals (the bundle's explain file), or None for a schema 1 bundle."""
-        m = self.engine.bundle.manifest
-        name = m.explain.get("fingerprints")
-        if not m.has_fingerprint or not name:
-            return None
-        if getattr(self, "_known", (None,))[0] != m.bundle_version:
-            self._known = (m.bundle_version, read_array(self.engine.bundle.path(name)))
-        return self._known[1]
 
     @property
     def capture(self) -> Capture | None:
