@@ -102,11 +102,15 @@ def preprocess(image_rgb: np.ndarray, spec: InputSpec, roi: Roi | None = None, *
 
 
 def normalize(crop: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """An engine-resolution uint8 RGB crop -> 3xHxW float32 per ``spec``."""
-    x = crop.astype(np.float32) * np.float32(spec.scale)
-    x -= np.asarray(spec.mean, np.float32)
-    x /= np.asarray(spec.std, np.float32)
-    return np.ascontiguousarray(x.transpose(2, 0, 1))
+    """An engine-resolution uint8 RGB crop -> 3xHxW float32 per ``spec``: ``(x * scale - mean) / std``."""
+    std = np.asarray(spec.std, np.float32)
+    gain, offset = np.float32(spec.scale) / std, -np.asarray(spec.mean, np.float32) / std
+    # planar uint8 first, then one float pass in place: 0.2 ms at 224 px here, against 1.0 ms for three
+    # float passes over the interleaved crop and a float transpose
+    x = np.ascontiguousarray(crop.transpose(2, 0, 1)).astype(np.float32)
+    x *= gain[:, None, None]
+    x += offset[:, None, None]
+    return x
 
 
 def display_crop(image_rgb: np.ndarray, spec: InputSpec, roi: Roi | None = None, *, source: str = "image") -> np.ndarray:

@@ -5,7 +5,7 @@ import pytest
 
 from serving.errors import ImageError, RoiError
 from serving.images import read_image, to_rgb
-from serving.engine.preprocess import InputSpec, Roi, anomaly_area, crop_roi, heatmap_overlay, preprocess
+from serving.engine.preprocess import InputSpec, Roi, anomaly_area, crop_roi, heatmap_overlay, normalize, preprocess
 
 
 @pytest.mark.parametrize(
@@ -38,6 +38,16 @@ def test_preprocess_normalises_crops_and_resizes():
     assert x.shape == (3, 8, 16) and x.dtype == np.float32
     assert np.allclose(x, 1.0)  # 255 -> (1 - 0.5) / 0.5
     assert np.allclose(preprocess(np.zeros((4, 4, 3), np.uint8), InputSpec(height=4, width=4)), -1.0)
+
+
+def test_normalise_applies_each_channels_own_mean_and_std():
+    rng = np.random.default_rng(0)
+    crop = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    spec = InputSpec(height=5, width=7, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    x = normalize(crop, spec)
+    want = (crop.astype(np.float64) / 255.0 - np.array(spec.mean)) / np.array(spec.std)
+    assert x.shape == (3, 5, 7) and x.dtype == np.float32 and x.flags["C_CONTIGUOUS"]
+    assert np.allclose(x, want.transpose(2, 0, 1), atol=1e-5)
 
 
 def test_roi_outside_the_image_names_the_source_and_the_fix():
