@@ -24,6 +24,9 @@ class SourceConfig(StrictModel):
     path: str | None = Field(None, description="replay: image folder or video file")
     rate_hz: float = Field(10.0, gt=0, description="replay / free-run frame rate")
     loop: bool = False
+    preload_mb: float = Field(0.0, ge=0, le=65536, description="replay of a folder: decode its images once at start, "
+                              "up to this many MiB of pixels, so a trigger hands over pixels as a camera does "
+                              "(benchmarks); 0 decodes each image at its trigger")
     device: str | int | None = Field(None, description="opencv: camera index, RTSP/HTTP URL or file")
     trigger: Literal["free_run", "modbus", "modbus_counter", "http", "gpio"] = "free_run"
     trigger_poll_ms: float = Field(1.0, gt=0, le=100, description="modbus (coil) trigger, client mode: poll period; "
@@ -41,6 +44,8 @@ class SourceConfig(StrictModel):
     def _needs(self) -> "SourceConfig":
         if self.kind == "replay" and not self.path:
             raise ValueError("source.path is required for kind 'replay' (a folder of images or a video file)")
+        if self.kind != "replay" and self.preload_mb:
+            raise ValueError("source.preload_mb applies to kind 'replay' (a folder of images); remove it for a camera")
         if self.kind == "opencv" and self.device is None:
             raise ValueError("source.device is required for kind 'opencv' (camera index, RTSP URL or file)")
         return self

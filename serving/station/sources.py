@@ -36,7 +36,7 @@ def make_source(cfg: StationConfig, alarms: Alarms, actuator: Actuator, first_se
     """(the capture source, the HTTP trigger when ``source.trigger: http``, else None)."""
     s, m = cfg.source, cfg.actuator.modbus
     if s.kind == "replay":
-        camera = ReplayCamera(s.path, s.loop)
+        camera = ReplayCamera(s.path, s.loop, s.preload_mb)
     else:
         camera = LiveCamera(s.device, alarms, open_timeout_s=s.open_timeout_s, read_timeout_s=s.read_timeout_s,
                             watchdog_s=s.watchdog_s, max_frame_age_ms=s.max_frame_age_ms,

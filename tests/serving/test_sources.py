@@ -86,3 +86,41 @@ def test_a_camera_file_that_appears_later_is_opened_by_the_grabber_without_block
             break
     cam.stop()
     assert shot.image.shape == (24, 32, 3) and shot.error is None
+
+
+def test_preloaded_replay_hands_over_the_same_pixels_without_reading_files(tmp_path):
+    d = folder(tmp_path, corrupt=True)
+    cam = ReplayCamera(d, preload_mb=1)
+    assert ReplayCamera(d).decoded is None  # the default decodes per trigger
+    for f in d.iterdir():  # decoded at start: the files are no longer needed
+        f.unlink()
+    for i in range(6):
+        shot = cam.take(0)
+        assert shot.name == f"{i:03d}.png"
+        if i == 2:  # a corrupt file stays a corrupt frame, naming the file
+            assert shot.image is None and shot.error == "corrupt_frame" and "002.png" in shot.detail
+            continue
+        assert shot.image[0, 0].tolist() == [i * 20] * 3 and not shot.image.flags.writeable
+
+
+def test_preload_refuses_a_folder_over_its_limit_and_a_video(tmp_path):
+    import pytest
+
+    from serving.errors import ImageError
+    from serving.lineio.config import SourceConfig
+
+    d = tmp_path / "big"
+    d.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(d / f"{i}.png"), np.zeros((400, 400, 3), np.uint8))  # 0.46 MiB each decoded
+    with pytest.raises(ImageError, match=r"big: the decoded images exceed source.preload_mb \(1 MiB\) at 2.png"):
+        ReplayCamera(d, preload_mb=1)
+    assert len(ReplayCamera(d, preload_mb=2).decoded) == 3
+    video = tmp_path / "v.avi"
+    w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5, (32, 32))
+    w.write(np.zeros((32, 32, 3), np.uint8))
+    w.release()
+    with pytest.raises(ImageError, match="preload_mb applies to a folder"):
+        ReplayCamera(video, preload_mb=1)
+    with pytest.raises(ValueError, match="preload_mb applies to kind 'replay'"):
+        SourceConfig(kind="opencv", device=0, preload_mb=10)
