@@ -44,6 +44,10 @@ SETTINGS = {
     "lite2": {"model.backbone": "tf_efficientnet_lite2"},
     "coreset 0.05": {"model.coreset_ratio": 0.05},
     "coreset 0.02": {"model.coreset_ratio": 0.02},
+    "coreset 0.01": {"model.coreset_ratio": 0.01},
+    "coreset 0.005": {"model.coreset_ratio": 0.005},
+    # bottle's 900x900 frames: a centred 896x896 ROI makes the shrink to 224 an exact 4x (OpenCV's fast area path)
+    "roi 896 + coreset 0.01": {"model.roi": "2,2,896,896", "model.coreset_ratio": 0.01},
     # for the long part (elpv-string, 1200x300): squashed to 224x224 above, aspect kept here at the same pixel
     # count, and at 4x the pixels (= four 224-px tiles, one per cell, in one pass)
     "aspect kept 448x112": {"model.input_size": "448x112"},
@@ -52,7 +56,8 @@ SETTINGS = {
 #: settings that only make sense on some sets
 ONLY_ON = {"aspect kept 448x112": {"elpv-string"}, "aspect kept 896x224": {"elpv-string"},
            "layers 1+2+4 (bank kept)": {"elpv-mono", "elpv-poly"}, "layers 1+2+4 (bottle bank kept)": {"bottle"},
-           "layers 1+2+4 (bottle bank x2)": {"bottle"}}
+           "layers 1+2+4 (bottle bank x2)": {"bottle"}, "coreset 0.01": {"bottle"}, "coreset 0.005": {"bottle"},
+           "roi 896 + coreset 0.01": {"bottle"}}
 
 
 def cell_strings(cells: Path, out: Path, n_train: int = 200, n_good: int = 100, n_defect: int = 100, per: int = 4,
