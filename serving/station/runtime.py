@@ -3,7 +3,8 @@
 The orchestrator over rooms that do not know each other (engine, gate, line I/O, evidence).
 One inspection thread takes frames from the capture queue and, per frame, inspects it
 (:func:`serving.station.inspect.inspect`), hands the verdict to the actuator (which times the
-pulse from the frame's trigger timestamp), then stores the typed record. No single bad frame,
+pulse from the frame's trigger timestamp), then hands the part to the after-part thread, which renders and
+stores its evidence while the next part is inspected (:mod:`serving.station.after_part`). No single bad frame,
 engine fault or PLC outage stops the loop: each becomes a fail-safe verdict or an alarm.
 
 >>> station = Station(load_config("station.example.yaml"))   # doctest: +SKIP
@@ -28,6 +29,7 @@ from serving.gate import History
 from serving.lineio.actuation import make_backend
 from serving.lineio.actuation.scheduler import Actuator
 from serving.lineio.frames import Frame
+from serving.station.after_part import AfterPart
 from serving.station.audit import AuditLog
 from serving.station.gate_changes import GateControl, GateOverrides
 from serving.station.bundle_control import BundleControl
@@ -96,6 +98,7 @@ class Station(BundleControl, GateControl, LineStatus):
         self.stability = self.normals.stability
         self.normals.watch(self.engine.bundle.manifest)
         self.state = LiveState(started_ns=started_ns or time.monotonic_ns())
+        self.after = AfterPart(self.alarms)
         self.housekeeper = Housekeeper(self.evidence, cfg.evidence, self.alarms, self.metrics, self.pulse_records.flush)
         self._lock = threading.Lock()  # what the inspection thread reads per frame
         self._control = threading.Lock()  # serialises engineers' changes (gate, bundle)
@@ -118,6 +121,7 @@ class Station(BundleControl, GateControl, LineStatus):
         self.state.running = True
         self.actuator.start()
         self.source.start()
+        self.after.start()
         self._inspector.start()
         self.housekeeper.start()
         return self
@@ -136,6 +140,7 @@ class Station(BundleControl, GateControl, LineStatus):
         self.source.stop()
         if self._inspector.is_alive():
             self._inspector.join(5)
+        self.after.close()  # the last parts' evidence, before the store closes
         pending = self.actuator.close()
         self.housekeeper.stop()
         if pending:
@@ -145,7 +150,8 @@ class Station(BundleControl, GateControl, LineStatus):
 
     # ------------------------------------------------------------------ per frame
     def process(self, frame: Frame) -> InspectionRecord:
-        """One frame through the whole station; returns its stored record."""
+        """One frame through the whole station; returns its record, which the after-part thread stores (at once,
+        on this thread, when the station is not running)."""
         t0 = frame.t_trigger_ns
         with self._lock:
             engine, detector, rules, history = self.engine, self.detector, self.rules, self.history.window()
@@ -167,11 +173,19 @@ class Station(BundleControl, GateControl, LineStatus):
         rec.capture_id = self.normals.take() if not fail_safe else None
         view = PartView.of(frame.image, insp, engine.roi, rules.pixel_threshold, self.cfg.evidence.image_max_px)
         keep = insp.decision.verdict == "FAIL" or rec.capture_id is not None or self._sample_pass(frame.seq)
-        images = view.pngs() if keep and view else (None, None)
+        explain = view is not None and insp.decision.verdict == "FAIL" and not fail_safe  # the model's FAILs: why
+        self.after.submit(lambda: self._keep(rec, view, keep, engine, insp.result if explain else None, report))
+        return rec
+
+    def _keep(self, rec: InspectionRecord, view: PartView | None, keep: bool, engine, explain_result,
+              report) -> None:
+        """A part's evidence (images if ``keep``, explanation, encrypted record), counters and live page: on the
+        after-part thread, once the actuator has the verdict."""
+        images = view.pngs() if keep and view is not None else (None, None)
         explain_jpg = None
-        if view is not None and insp.decision.verdict == "FAIL" and not fail_safe:  # the model's FAILs: why
+        if explain_result is not None:
             t = time.monotonic_ns()
-            rec.explain, explain_jpg = view.explain(engine, insp.result)
+            rec.explain, explain_jpg = view.explain(engine, explain_result)
             rec.latency_ms["explain"] = (time.monotonic_ns() - t) / 1e6
         rec.id = self.evidence.record(rec, *images, explain_jpg)
         self.metrics.count(rec)
@@ -181,14 +195,12 @@ class Station(BundleControl, GateControl, LineStatus):
         with self._lock:
             self.state.account(rec, view)
         log_part(rec)
-        return rec
 
     def _fail_safe(self, frame: Frame, detail: str) -> None:
         insp = inspect(self.engine, self.rules, None, error="engine_error", detail=detail)
-        try:
-            act = self.actuator.submit(frame.seq, insp.decision.verdict, frame.t_trigger_ns, fail_safe=True)
-        finally:
-            self.evidence.record(record_of(frame, insp, act, self.cfg.station_id, self.boot_id, "", {}))
+        act = self.actuator.submit(frame.seq, insp.decision.verdict, frame.t_trigger_ns, fail_safe=True)
+        rec = record_of(frame, insp, act, self.cfg.station_id, self.boot_id, "", {})
+        self.after.submit(lambda: self.evidence.record(rec))  # behind the parts before it: records stay in order
 
     def _sample_pass(self, seq: int) -> bool:
         rate = self.cfg.evidence.pass_sample_rate
@@ -205,5 +217,6 @@ class Station(BundleControl, GateControl, LineStatus):
                 log.exception("part %s: inspection failed unexpectedly", frame.seq)
                 self.alarms.event("inspection", f"part {frame.seq}: unexpected failure, rejected; see the log")
                 self._fail_safe(frame, f"{type(exc).__name__}: {exc}")
+        self.after.drain()
         self.actuator.wait_idle(5.0)
         self.state.finished = True
