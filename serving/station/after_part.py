@@ -6,8 +6,10 @@ that work made the next part wait in the capture queue, and at 10 parts/s its tr
 to 130-220 ms. Here it runs beside the next part's inspection instead, in order, one part after another.
 
 The queue is bounded: when evidence falls further behind than ``depth`` parts, the inspection thread waits for
-it (as it did before), so memory stays bounded and no record is dropped. A job submitted while the thread is not
-running (before ``start`` or after ``close``) runs at once, on the caller's thread.
+it (as it did before), so memory stays bounded and no record is dropped. The price: a station killed outright
+(power cut, SIGKILL) loses the records of the parts still queued, at most ``depth`` + 1 parts whose verdicts were
+already sent, where it lost at most one before; a normal stop writes them all. A job submitted while the thread is
+not running (before ``start`` or after ``close``) runs at once, on the caller's thread.
 
 >>> after = AfterPart(alarms).start()        # doctest: +SKIP
 >>> after.submit(lambda: store.record(rec))  # doctest: +SKIP
