@@ -34,6 +34,8 @@ class AfterPart:
         self.alarms = alarms
         self._jobs: queue.Queue[Callable[[], object] | None] = queue.Queue(maxsize=depth)
         self._thread: threading.Thread | None = None
+        self._closing = False
+        self._lock = threading.Lock()  # a job is queued only while the worker will still take it
 
     def start(self) -> "AfterPart":
         """Start the worker."""
@@ -43,10 +45,11 @@ class AfterPart:
 
     def submit(self, job: Callable[[], object]) -> None:
         """Queue ``job`` (waits while ``depth`` jobs are queued); runs it at once when the worker is not running."""
-        if self._thread is None or not self._thread.is_alive():
-            self._call(job)
-            return
-        self._jobs.put(job)
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive() and not self._closing:
+                self._jobs.put(job)
+                return
+        self._call(job)
 
     def drain(self) -> None:
         """Wait until every job submitted so far has run."""
@@ -56,9 +59,11 @@ class AfterPart:
     def close(self, timeout: float = 10.0) -> None:
         """Run what is queued, then stop the worker (waits at most ``timeout`` s for it)."""
         t = self._thread
-        if t is None or not t.is_alive():
-            return
-        self._jobs.put(None)
+        with self._lock:
+            if t is None or not t.is_alive() or self._closing:
+                return
+            self._closing = True
+            self._jobs.put(None)
         t.join(timeout)
         if t.is_alive():
             log.error("evidence writing did not finish within %.0f s of the stop", timeout)
