@@ -8,8 +8,9 @@ to 130-220 ms. Here it runs beside the next part's inspection instead, in order,
 The queue is bounded: when evidence falls further behind than ``depth`` parts, the inspection thread waits for
 it (as it did before), so memory stays bounded and no record is dropped. The price: a station killed outright
 (power cut, SIGKILL) loses the records of the parts still queued, at most ``depth`` + 1 parts whose verdicts were
-already sent, where it lost at most one before; a normal stop writes them all. A job submitted while the thread is
-not running (before ``start`` or after ``close``) runs at once, on the caller's thread.
+already sent, where it lost at most one before, and the next start issues their sequence numbers again (under a
+new boot id); a normal stop writes them all. A job submitted while the worker is not running (before ``start``,
+or once ``close`` has begun) runs on the caller's thread, after the worker has finished what it holds.
 
 >>> after = AfterPart(alarms).start()        # doctest: +SKIP
 >>> after.submit(lambda: store.record(rec))  # doctest: +SKIP
@@ -20,6 +21,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from typing import Callable
 
 from serving.alarms import Alarms
@@ -35,7 +37,9 @@ class AfterPart:
         self._jobs: queue.Queue[Callable[[], object] | None] = queue.Queue(maxsize=depth)
         self._thread: threading.Thread | None = None
         self._closing = False
-        self._lock = threading.Lock()  # a job is queued only while the worker will still take it
+        # a job is queued only under this lock and only before close() has begun, so none lands behind the stop
+        # sentinel; nobody holds it while waiting
+        self._lock = threading.Lock()
 
     def start(self) -> "AfterPart":
         """Start the worker."""
@@ -43,42 +47,59 @@ class AfterPart:
         self._thread.start()
         return self
 
+    def _running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and not self._closing
+
     def submit(self, job: Callable[[], object]) -> None:
-        """Queue ``job`` (waits while ``depth`` jobs are queued); runs it at once when the worker is not running."""
-        with self._lock:
-            if self._thread is not None and self._thread.is_alive() and not self._closing:
-                self._jobs.put(job)
-                return
+        """Queue ``job``, waiting while ``depth`` jobs are queued; when the worker is not running, run it here."""
+        while True:
+            with self._lock:
+                if not self._running():
+                    break
+                try:
+                    self._jobs.put_nowait(job)
+                    return
+                except queue.Full:
+                    pass
+            time.sleep(0.002)  # the worker is behind: the inspection waits, as it did before this thread
+        t = self._thread
+        if t is not None and t is not threading.current_thread():
+            t.join(10.0)  # the worker's parts first: records stay in part order
         self._call(job)
 
-    def drain(self) -> None:
-        """Wait until every job submitted so far has run."""
-        if self._thread is not None and self._thread.is_alive():
-            self._jobs.join()
+    def flush(self, timeout: float = 60.0) -> bool:
+        """Wait until every job submitted before this call has run; False if that took more than ``timeout`` s."""
+        done = threading.Event()
+        self.submit(done.set)
+        return done.wait(timeout)
 
     def close(self, timeout: float = 10.0) -> None:
-        """Run what is queued, then stop the worker (waits at most ``timeout`` s for it)."""
+        """Run what is queued, then stop the worker; waits at most about ``timeout`` s (a hung disk must not keep
+        the station from stopping)."""
         t = self._thread
         with self._lock:
             if t is None or not t.is_alive() or self._closing:
                 return
             self._closing = True
-            self._jobs.put(None)
+        try:
+            self._jobs.put(None, timeout=timeout)
+        except queue.Full:
+            log.error("evidence writing is stuck: %d parts' records not written at the stop", self._jobs.qsize())
+            return
         t.join(timeout)
         if t.is_alive():
             log.error("evidence writing did not finish within %.0f s of the stop", timeout)
 
     def _run(self) -> None:
         while (job := self._jobs.get()) is not None:
-            try:
-                self._call(job)
-            finally:
-                self._jobs.task_done()
-        self._jobs.task_done()
+            self._call(job)
 
     def _call(self, job: Callable[[], object]) -> None:
         try:
             job()
         except Exception as exc:  # noqa: BLE001 - one part's evidence must not stop the next parts'
             log.exception("a part's evidence could not be kept")
-            self.alarms.event("evidence", f"a part's record could not be written: {type(exc).__name__}: {exc}")
+            try:
+                self.alarms.event("evidence", f"a part's record could not be written: {type(exc).__name__}: {exc}")
+            except Exception:  # noqa: BLE001 - nor may the alarm that reports it
+                log.exception("the evidence alarm could not be raised")

@@ -163,24 +163,34 @@ def log_part(rec: InspectionRecord) -> None:
 class PulseRecorder:
     """Reject pulses' outcomes, handed over by the actuator's thread and written into their parts' records later."""
 
+    #: a pulse can end before its part's record is stored (the after-part thread writes it): its outcome waits
+    #: this long for the record, then is dropped (the pulse's alarms have been raised already)
+    WAIT_FOR_RECORD_S = 60.0
+
     def __init__(self, evidence: EvidenceStore, boot_id: str) -> None:
         self.evidence, self.boot_id = evidence, boot_id
-        self._reports: deque[PulseReport] = deque()
+        self._reports: deque[tuple[PulseReport, float]] = deque()
 
     def report(self, r: PulseReport) -> None:
         """Called on the actuator's thread: never make it wait for the database."""
-        self._reports.append(r)
+        self._reports.append((r, time.monotonic()))
 
     def flush(self) -> None:
         """Write each finished pulse's outcome into its part's record (housekeeping thread)."""
+        later = []
         while self._reports:
-            r = self._reports.popleft()
+            r, seen = self._reports.popleft()
             rec = self.evidence.query("boot_id=? AND seq=?", (self.boot_id, r.seq), limit=1)
-            act = rec[0].actuation if rec and rec[0].actuation else ActuationOutcome(scheduled=True)
+            if not rec:
+                if time.monotonic() - seen < self.WAIT_FOR_RECORD_S:
+                    later.append((r, seen))
+                continue
+            act = rec[0].actuation or ActuationOutcome(scheduled=True)
             note = "; ".join(n for n in (act.note, r.note) if n)
             self.evidence.update_actuation(self.boot_id, r.seq, act.model_copy(update={
                 "pulse_ok": not (r.late or r.short or r.missed), "start_error_ms": r.start_error_ms,
                 "width_ms": r.width_ms, "note": note}))
+        self._reports.extend(later)
 
 
 def _png(rgb: np.ndarray) -> bytes:

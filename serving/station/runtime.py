@@ -140,8 +140,8 @@ class Station(BundleControl, GateControl, LineStatus):
         self.source.stop()
         if self._inspector.is_alive():
             self._inspector.join(5)
-        self.after.close()  # the last parts' evidence, before the store closes
-        pending = self.actuator.close()
+        pending = self.actuator.close()  # the outputs safe first, even if the evidence disk hangs
+        self.after.close()  # the last parts' evidence, before the pulse outcomes are flushed and the store closes
         self.housekeeper.stop()
         if pending:
             self.audit.append("station", "pulses_not_fired", {"reason": reason, "parts": pending})
@@ -217,6 +217,7 @@ class Station(BundleControl, GateControl, LineStatus):
                 log.exception("part %s: inspection failed unexpectedly", frame.seq)
                 self.alarms.event("inspection", f"part {frame.seq}: unexpected failure, rejected; see the log")
                 self._fail_safe(frame, f"{type(exc).__name__}: {exc}")
-        self.after.drain()
+        if not self.after.flush():
+            log.error("the last parts' evidence was not written within 60 s")
         self.actuator.wait_idle(5.0)
         self.state.finished = True

@@ -41,7 +41,7 @@ def test_a_failing_job_raises_an_event_and_the_next_jobs_still_run():
     after = AfterPart(alarms).start()
     after.submit(lambda: 1 / 0)
     after.submit(lambda: done.append("next"))
-    after.drain()
+    assert after.flush(5)
     assert done == ["next"]
     assert any(a.name == "evidence" and "ZeroDivisionError" in a.message for a in alarms.active())
     after.close()
@@ -54,7 +54,38 @@ def test_without_a_running_worker_a_job_runs_at_once():
     after.start().close()
     after.submit(lambda: done.append("after close"))
     assert done[-1] == "after close"
-    after.drain()  # nothing to wait for
+    assert after.flush(0.1)  # nothing queued: at once
     t0 = time.monotonic()
     after.close()
     assert time.monotonic() - t0 < 1
+
+
+def test_close_returns_while_a_job_hangs_and_the_queue_is_full():
+    """A hung evidence disk must not keep the station from stopping (its outputs are made safe after this)."""
+    after = AfterPart(Alarms(), depth=1).start()
+    hang = threading.Event()
+    after.submit(hang.wait)  # the worker is stuck in this job
+    after.submit(lambda: None)  # the queue is full
+    t0 = time.monotonic()
+    after.close(timeout=0.3)
+    assert time.monotonic() - t0 < 2
+    hang.set()
+
+
+def test_a_part_submitted_during_close_runs_after_the_queued_ones():
+    order = []
+    after = AfterPart(Alarms()).start()
+    gate = threading.Event()
+    after.submit(gate.wait)
+    after.submit(lambda: order.append(1))
+    closer = threading.Thread(target=after.close)
+    closer.start()
+    while not after._closing:
+        time.sleep(0.001)
+    late = threading.Thread(target=after.submit, args=(lambda: order.append(2),))
+    late.start()
+    time.sleep(0.05)
+    gate.set()
+    late.join(5)
+    closer.join(5)
+    assert order == [1, 2]

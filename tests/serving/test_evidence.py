@@ -176,3 +176,25 @@ def test_queued_records_survive_a_restart(tmp_path):
     ev2, alarms = store(tmp_path)
     (r,) = ev2.query(limit=10)
     assert r.seq == 7 and ev2.read_image(r.crop_file) == PNG and not alarms.is_active("evidence_db")
+
+
+def test_a_pulse_that_ends_before_its_record_is_stored_still_reaches_it(tmp_path):
+    """The after-part thread stores a part's record while its reject pulse may already have run: the pulse's
+    outcome waits for the record instead of being dropped."""
+    from serving.evidence.record import ActuationOutcome
+    from serving.lineio.actuation.pulses import PulseReport
+    from serving.station.records import PulseRecorder
+
+    ev, _ = store(tmp_path)
+    pulses = PulseRecorder(ev, "boot1")
+    pulses.report(PulseReport(seq=7, start_error_ms=0.4, width_ms=30.2))
+    pulses.flush()  # no record 7 yet
+    ev.record(rec(7, boot_id="boot1", actuation=ActuationOutcome(scheduled=True)))
+    pulses.flush()
+    (r,) = ev.query("seq=7", limit=1)
+    assert r.actuation.pulse_ok is True and r.actuation.width_ms == 30.2
+    pulses.report(PulseReport(seq=8, start_error_ms=None, width_ms=None, missed=True))
+    pulses.WAIT_FOR_RECORD_S = 0.0  # a record that never comes: the outcome is not kept for ever
+    pulses.flush()
+    assert not pulses._reports
+    ev.close()

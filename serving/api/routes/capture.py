@@ -18,6 +18,8 @@ def capture_view(st, with_candidates: bool = True) -> CaptureView | None:
     cap = st.capture
     if cap is None:
         return None
+    if with_candidates and cap.done:
+        st.after.flush(10.0)  # its last parts may still be on their way to the evidence store
     cands = st.evidence.query("capture_id=?", (cap.id,), limit=20_000, order="id") if with_candidates else []
     thr = st.rules.image_threshold
     flags = flag_outliers([c.score for c in cands], thr)

@@ -16,8 +16,10 @@ class SignalTest:
         st = self.station = station
         self.user, self.started_at = user, time.time()
         self.boot_id = st.boot_id
-        self.after_seq = int(st.evidence.scalar("SELECT COALESCE(MAX(seq), 0) FROM frames WHERE boot_id=?",
-                                                (st.boot_id,)) or 0)
+        # the last part triggered so far, stored or not: a part still being written or waiting to be inspected
+        # was on the line before the test
+        self.after_seq = max(int(st.evidence.scalar("SELECT COALESCE(MAX(seq), 0) FROM frames WHERE boot_id=?",
+                                                    (st.boot_id,)) or 0), st.source.seq)
         a = st.cfg.actuator
         self.pulse_observable = a.kind != "none" and a.pulse_owner == "station"
         if a.kind == "none":
