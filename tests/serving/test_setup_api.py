@@ -158,6 +158,16 @@ def test_a_signal_test_counts_only_parts_after_its_start(client):
     assert c.get("/api/setup", headers=eng).json()["signal"]["fail_seq"] is None
 
 
+def test_a_signal_test_starts_after_parts_already_triggered_but_not_yet_stored(make_config):
+    """A part on the line before the test (inspected or waiting, its record still being written) cannot pass it."""
+    from serving.station.setup.signal_test import SignalTest
+
+    station = Station(make_config(max_frames=1))
+    station.source.seq = 5  # five parts triggered; none stored yet (the after-part thread writes them)
+    assert SignalTest(station, "eddie").after_seq == 5
+    station.stop()
+
+
 def test_a_damaged_checklist_file_is_named_and_kept(client):
     c, station = client
     eng = login(c, "eddie", "eng-pass")

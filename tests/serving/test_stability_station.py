@@ -134,3 +134,27 @@ def test_a_previous_schema_bundle_runs_and_says_it_has_no_stability_index(bundle
         assert s["available"] is False and s["index"] is None
     finally:
         st.stop()
+
+
+def test_a_finished_captures_candidates_include_its_parts_still_being_written(make_config):
+    """The capture ends on the inspection thread while its last parts' records are still on the after-part thread:
+    the candidate list the operator confirms must wait for them."""
+    import time
+
+    from serving.api.routes.capture import capture_view
+    from serving.evidence import InspectionRecord
+
+    station = Station(make_config(max_frames=1))
+    cap = station.normals.start_capture(CaptureRequest(parts=10), "olga")
+    cap.stop()
+    station.after.start()
+
+    def write_last_part():
+        time.sleep(0.3)  # a slow evidence write
+        station.evidence.record(InspectionRecord(station_id="test-line", seq=1, t_trigger_ns=1, wall_time=time.time(),
+                                                 verdict="PASS", rule="anomaly", score=1.0, capture_id=cap.id))
+
+    station.after.submit(write_last_part)
+    view = capture_view(station)
+    station.stop()
+    assert view.done and [c.seq for c in view.candidates] == [1]
