@@ -50,28 +50,34 @@ class AfterPart:
     def _running(self) -> bool:
         return self._thread is not None and self._thread.is_alive() and not self._closing
 
-    def submit(self, job: Callable[[], object]) -> None:
-        """Queue ``job``, waiting while ``depth`` jobs are queued; when the worker is not running, run it here."""
+    def submit(self, job: Callable[[], object], timeout: float | None = None) -> bool:
+        """Queue ``job``, waiting while ``depth`` jobs are queued (at most ``timeout`` s, then False: not queued);
+        when the worker is not running, run it here."""
+        give_up = None if timeout is None else time.monotonic() + timeout
         while True:
             with self._lock:
                 if not self._running():
                     break
                 try:
                     self._jobs.put_nowait(job)
-                    return
+                    return True
                 except queue.Full:
                     pass
+            if give_up is not None and time.monotonic() > give_up:
+                return False
             time.sleep(0.002)  # the worker is behind: the inspection waits, as it did before this thread
         t = self._thread
         if t is not None and t is not threading.current_thread():
             t.join(10.0)  # the worker's parts first: records stay in part order
         self._call(job)
+        return True
 
     def flush(self, timeout: float = 60.0) -> bool:
-        """Wait until every job submitted before this call has run; False if that took more than ``timeout`` s."""
+        """Wait until every job submitted before this call has run; False if that took more than ``timeout`` s
+        (a hung evidence disk must not hang the caller: an API request, the end of a replay)."""
         done = threading.Event()
-        self.submit(done.set)
-        return done.wait(timeout)
+        t0 = time.monotonic()
+        return self.submit(done.set, timeout) and done.wait(max(0.0, timeout - (time.monotonic() - t0)))
 
     def close(self, timeout: float = 10.0) -> None:
         """Run what is queued, then stop the worker; waits at most about ``timeout`` s (a hung disk must not keep

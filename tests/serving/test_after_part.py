@@ -67,6 +67,7 @@ def test_close_returns_while_a_job_hangs_and_the_queue_is_full():
     after.submit(hang.wait)  # the worker is stuck in this job
     after.submit(lambda: None)  # the queue is full
     t0 = time.monotonic()
+    assert after.flush(0.3) is False  # nor an API request that waits for the last parts' records
     after.close(timeout=0.3)
     assert time.monotonic() - t0 < 2
     hang.set()
