@@ -54,8 +54,9 @@ class StationMetrics:
         """Record one stage latency."""
         self.stage.labels(stage).observe(seconds)
 
-    def count(self, rec: InspectionRecord) -> None:
-        """Account one inspected part: stage latencies, verdict and rule, score."""
+    def part(self, rec: InspectionRecord, report, source) -> None:
+        """Account one inspected part: stage latencies, verdict and rule, score; the Stability Index and its
+        components after it; the frame source's dropped and late counts."""
         for stage, ms in rec.latency_ms.items():
             self.observe_stage(stage, ms / 1e3)
         self.verdicts.labels(rec.verdict, rec.rule).inc()
@@ -63,12 +64,11 @@ class StationMetrics:
             self.classes.labels(rec.verdict, rec.class_name).inc()
         if rec.score is not None:
             self.score.set(rec.score)
-
-    def stability(self, report) -> None:
-        """The Stability Index and its components after a part."""
         self.stability_index.set(report.index)
         for name, c in report.components.items():
             self.stability_component.labels(name).set(c.score)
+        self.dropped.set(source.dropped)
+        self.late_frames.set(source.late)
 
     def actuation_event(self, event: str) -> None:
         """Count an actuator event."""

@@ -188,10 +188,7 @@ class Station(BundleControl, GateControl, LineStatus):
             rec.explain, explain_jpg = view.explain(engine, explain_result)
             rec.latency_ms["explain"] = (time.monotonic_ns() - t) / 1e6
         rec.id = self.evidence.record(rec, *images, explain_jpg)
-        self.metrics.count(rec)
-        self.metrics.stability(report)
-        self.metrics.dropped.set(self.source.dropped)
-        self.metrics.late_frames.set(self.source.late)
+        self.metrics.part(rec, report, self.source)
         with self._lock:
             self.state.account(rec, view)
         log_part(rec)
