@@ -125,6 +125,21 @@ def test_bench_prints_the_whole_path_the_backbone_and_cold_start_without_a_train
     assert r["load_to_first_verdict_ms"] < r["process_to_first_verdict_ms"]
 
 
+def test_first_verdict_from_raw_pixels_is_the_verdict_from_the_decoded_file(bundle_dir, test_images, tmp_path):
+    """The cold-start child is handed the frame as raw pixels (.npy), as a camera hands them over: the same
+    verdict and rule as from the PNG it came from."""
+    import numpy as np
+
+    from serving.images import read_image
+    from serving.station.bench import first_verdict
+
+    png = sorted(test_images.rglob("*.png"))[0]
+    np.save(tmp_path / "frame.npy", read_image(png))
+    a, b = first_verdict(bundle_dir, png), first_verdict(bundle_dir, tmp_path / "frame.npy")
+    assert (a["verdict"], a["rule"]) == (b["verdict"], b["rule"])
+    assert b["t_verdict_ns"] > b["t_load_ns"]
+
+
 def test_bench_of_an_empty_folder_is_one_clear_line(bundle_dir, tmp_path):
     out = station("bench", "--bundle", str(bundle_dir), "--images", str(tmp_path), "--cold-runs", "0")
     assert out.returncode == 2 and "no images to replay" in out.stderr and "Traceback" not in out.stderr
