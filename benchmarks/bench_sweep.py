@@ -52,6 +52,10 @@ SETTINGS = {
     # count, and at 4x the pixels (= four 224-px tiles, one per cell, in one pass)
     "aspect kept 448x112": {"model.input_size": "448x112"},
     "aspect kept 896x224": {"model.input_size": "896x224"},
+    # the other algorithm: one Gaussian per patch position (suits aligned parts such as ELPV's cells), d of the
+    # layers' channels kept at random (anomalib's PaDiM)
+    "padim": {"model.algorithm": "padim"},
+    "padim d=150": {"model.algorithm": "padim", "model.padim_features": 150},
 }
 #: settings that only make sense on some sets
 ONLY_ON = {"aspect kept 448x112": {"elpv-string"}, "aspect kept 896x224": {"elpv-string"},
@@ -145,11 +149,15 @@ def one(data: Path, params, out: Path) -> dict:
             masks.append(m)
         pixel = auroc(np.stack(masks), maps)
     rates = metrics_at(scores, labels, r.thresholds.image)
-    bank = model.memory_bank
     patches = int(np.prod(model.feature_extractor(torch.zeros(1, 3, *mp.input_hw))[mp.layers[0]].shape[-2:]))
+    if mp.algorithm == "padim":  # no bank: each patch's Mahalanobis distance to its own position's Gaussian
+        bank, dims = patches, int(model.gaussian.mean.shape[0])
+        mmac = patches * dims * dims / 1e6
+    else:
+        bank, dims = (int(n) for n in model.memory_bank.shape)
+        mmac = patches * bank * dims / 1e6
     return {"image_auroc": auroc(labels, scores), "pixel_auroc": pixel, "frr": rates["frr"],
-            "escape_rate": rates["escape_rate"], "bank": int(bank.shape[0]), "dims": int(bank.shape[1]),
-            "search_mmac": patches * int(bank.shape[0]) * int(bank.shape[1]) / 1e6, "enroll_s": enroll_s}
+            "escape_rate": rates["escape_rate"], "bank": bank, "dims": dims, "search_mmac": mmac, "enroll_s": enroll_s}
 
 
 def table(rows: list[dict], sets: list[str]) -> str:
