@@ -85,7 +85,11 @@ def child(config: str) -> None:
 
 
 def run_child(config: Path) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", str(config)], capture_output=True, text=True)
+    from serving.cli import PROCESS_ENV
+
+    # the station child runs Station in this script, not through lineguard-station: give it that command's settings
+    out = subprocess.run([sys.executable, __file__, "--child", str(config)], capture_output=True, text=True,
+                         env={**PROCESS_ENV, **os.environ})
     line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
     if not line:
         raise RuntimeError(out.stderr[-3000:])

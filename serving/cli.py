@@ -15,9 +15,15 @@ import logging  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 
-# pydantic scans every installed package's entry points for its plugins when it builds the first model (~15 ms of
-# a cold start here, before the first verdict); a station has none. `PYDANTIC_DISABLE_PLUGINS=` (empty) lets them.
-os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+#: set in the station's process before numpy loads, unless the environment already sets them:
+#: - pydantic scans every installed package's entry points for its plugins when it builds the first model (~15 ms
+#:   of a cold start here, before the first verdict); a station has none. `PYDANTIC_DISABLE_PLUGINS=` lets them.
+#: - numpy's OpenBLAS runs the search index's GEMMs on busy-waiting threads beside ONNX Runtime's own pool and the
+#:   after-part thread; on a small CPU a preempted second BLAS thread stalls the GEMM. One thread: ELPV at 10
+#:   parts/s, trigger -> actuation p99 44-47 -> 34-38 ms, p50 the same (benchmarks/README.md).
+PROCESS_ENV = {"PYDANTIC_DISABLE_PLUGINS": "__all__", "OPENBLAS_NUM_THREADS": "1"}
+for _name, _value in PROCESS_ENV.items():
+    os.environ.setdefault(_name, _value)
 
 from serving.errors import exit_code  # noqa: E402
 

@@ -4,6 +4,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 
 def station(*args):
     return subprocess.run([sys.executable, "-m", "serving.cli", *args], capture_output=True, text=True)
@@ -138,6 +140,21 @@ def test_first_verdict_from_raw_pixels_is_the_verdict_from_the_decoded_file(bund
     a, b = first_verdict(bundle_dir, png), first_verdict(bundle_dir, tmp_path / "frame.npy")
     assert (a["verdict"], a["rule"]) == (b["verdict"], b["rule"])
     assert b["t_verdict_ns"] > b["t_load_ns"]
+
+
+@pytest.mark.parametrize("given, expected", [(None, "1"), ("2", "2")])
+def test_the_station_process_runs_numpy_blas_on_one_thread_unless_told_otherwise(given, expected):
+    """Set before numpy loads (a later setting has no effect on OpenBLAS's pool); an operator's value stands."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if given:
+        env["OPENBLAS_NUM_THREADS"] = given
+    code = ("import sys, serving.cli, os; assert 'numpy' not in sys.modules, 'numpy loaded before the setting'; "
+            "print(os.environ['OPENBLAS_NUM_THREADS'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == expected
 
 
 def test_bench_of_an_empty_folder_is_one_clear_line(bundle_dir, tmp_path):
