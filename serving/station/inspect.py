@@ -11,6 +11,7 @@ wherever it is judged.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 
@@ -34,8 +35,16 @@ class Inspection:
     area_px: float | None = None
     result: AnomalyResult | None = None
     latency_ms: dict[str, float] = field(default_factory=dict)
-    figures: PartFigures | None = None
     detections: tuple[Detection, ...] = ()
+
+    @functools.cached_property
+    def figures(self) -> PartFigures | None:
+        """Lighting, colour balance and focus of the part's ROI crop (the drift figures), computed at the first read:
+        they decide nothing, so the station reads them after the actuator has the verdict (~1 ms off every part's
+        trigger -> actuation)."""
+        if self.result is None or self.result.crop is None:
+            return None
+        return part_figures(self.result.crop)
 
 
 def _ms_since(t_ns: int) -> float:
@@ -52,7 +61,7 @@ def inspect(engine: AnomalyEngine, rules: GateRules, image: np.ndarray | None, *
     later than ``rules.deadline_ms`` after the trigger fails safe as ``deadline_missed``.
     """
     lat: dict[str, float] = {}
-    score = area = result = figures = None
+    score = area = result = None
     detections: tuple[Detection, ...] = ()
     if error is None and image is None:
         error, detail = "missing_frame", detail or "no image"
@@ -68,7 +77,6 @@ def inspect(engine: AnomalyEngine, rules: GateRules, image: np.ndarray | None, *
             roi = engine.roi
             roi_px = roi.w * roi.h if roi else image.shape[0] * image.shape[1]
             score, area = result.score, anomaly_area(result.anomaly_map, rules.pixel_threshold, roi_px)
-            figures = part_figures(crop)
         except (ImageError, RoiError) as exc:
             error, detail, result = "wrong_frame", str(exc), None
         except Exception as exc:  # noqa: BLE001 - any engine fault fails safe, never crashes the caller
@@ -86,4 +94,4 @@ def inspect(engine: AnomalyEngine, rules: GateRules, image: np.ndarray | None, *
     decision = decide(GateInput(score=score, area_px=area, detections=detections, history=history, error=error,
                                 error_detail=detail), rules)
     lat["gate"] = _ms_since(t)
-    return Inspection(decision, score, area, result, lat, figures, detections)
+    return Inspection(decision, score, area, result, lat, detections)

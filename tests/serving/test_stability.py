@@ -137,3 +137,23 @@ def test_part_figures_see_darkness_colour_and_blur():
     red = img.copy()
     red[..., 0] = 255
     assert part_figures(red).color_balance > base.color_balance
+
+
+def test_drift_figures_wait_until_after_the_verdict(bundle_dir, test_images, monkeypatch):
+    """inspect() decides without the drift figures (they decide nothing); the first read computes them, once, from
+    the crop the model saw: the station reads them after the actuator has the verdict."""
+    import serving.station.inspect as ins
+    from serving.engine.anomaly import AnomalyEngine
+    from serving.gate.rules import GateRules
+    from serving.images import read_image
+
+    calls = []
+    monkeypatch.setattr(ins, "part_figures", lambda crop: calls.append(crop.shape) or part_figures(crop))
+    engine = AnomalyEngine.load(bundle_dir)
+    rules = GateRules().with_calibration(engine.thresholds.image, engine.thresholds.pixel)
+    insp = ins.inspect(engine, rules, read_image(sorted(test_images.rglob("*.png"))[0]))
+    assert insp.decision.verdict in ("PASS", "FAIL") and calls == []
+    assert insp.figures == part_figures(insp.result.crop) and insp.figures.luminance > 0
+    insp.figures
+    assert len(calls) == 1
+    assert ins.inspect(engine, rules, None).figures is None  # no frame, no crop: no figures, and no error
