@@ -5,7 +5,7 @@ CPU. The IVF index splits the bank into ``cells`` k-means cells; each patch is c
 patches of its ``probe`` nearest cells only (``probe / cells`` of the work). A patch whose true nearest
 neighbour lies in an unprobed cell gets a distance that is too large, never too small, so the map can
 only err upwards; export measures the error against the exact search and keeps the exact graph if it is
-past the tolerance. Everything here is numpy (and opencv for the map): the station imports no torch.
+past the tolerance. Everything here is numpy: the station imports no torch.
 
 >>> rng = np.random.default_rng(0)
 >>> bank = rng.normal(size=(400, 8)).astype(np.float32)
@@ -19,11 +19,11 @@ past the tolerance. Everything here is numpy (and opencv for the map): the stati
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from serving.engine.backends import Backend
@@ -177,14 +177,37 @@ class IvfIndex:
         return dist, self.order[pair_index.reshape(n, k)[rows, best]]
 
 
+@functools.lru_cache(maxsize=16)
+def map_operator(n_in: int, n_out: int, sigma: float = 4.0) -> np.ndarray:
+    """[n_out, n_in] matrix of one axis of anomalib's PatchCore map: nearest upsampling from ``n_in`` patches to
+    ``n_out`` pixels, then its Gaussian blur (sigma 4, 33 taps, reflected borders). Both are linear and act on
+    the two axes apart, so the whole map is ``op(h, H) @ patches @ op(w, W).T``: two small GEMMs (~1.6 M MAC at
+    28 -> 224) instead of an upsampled 224x224 map blurred with two 33-tap passes. Read-only (cached)."""
+    size = 2 * int(4.0 * sigma + 0.5) + 1
+    t = np.arange(size, dtype=np.float64) - size // 2
+    g = np.exp(-(t**2) / (2 * sigma**2))
+    g /= g.sum()
+    blur = np.zeros((n_out, n_out))
+    for i in range(n_out):
+        for k in range(size):
+            j = i + k - size // 2
+            while not 0 <= j < n_out:  # reflect about the edge pixels (OpenCV's REFLECT_101, torch's "reflect")
+                j = -j if j < 0 else 2 * (n_out - 1) - j
+                if n_out == 1:
+                    j = 0
+            blur[i, j] += g[k]
+    up = np.zeros((n_out, n_in))
+    up[np.arange(n_out), np.arange(n_out) * n_in // n_out] = 1.0  # torch's nearest: source = floor(i * in / out)
+    op = (blur @ up).astype(np.float32)
+    op.flags.writeable = False
+    return op
+
+
 def anomaly_map(patch: np.ndarray, height: int, width: int) -> np.ndarray:
     """[h, w] patch distances -> [height, width] map: nearest upsampling, then anomalib's Gaussian blur
-    (sigma 4, 33 taps, reflect borders), as the exported graph computes it."""
+    (sigma 4, 33 taps, reflect borders), as the exported graph computes it (:func:`map_operator`)."""
     h, w = patch.shape
-    rows = (np.arange(height) * h // height).astype(np.intp)
-    cols = (np.arange(width) * w // width).astype(np.intp)
-    up = np.ascontiguousarray(patch.astype(np.float32, copy=False)[rows][:, cols])
-    return cv2.GaussianBlur(up, (33, 33), 4.0, borderType=cv2.BORDER_REFLECT_101)
+    return map_operator(h, height) @ patch.astype(np.float32, copy=False) @ map_operator(w, width).T
 
 
 class IvfBackend(Backend):

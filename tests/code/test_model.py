@@ -3,13 +3,23 @@
 import torch
 
 
-def test_separable_blur_equals_anomalibs_2d_blur():
+def test_the_map_is_anomalibs_upsample_and_blur_as_two_matrix_products():
+    """anomalib's own compute_anomaly_map (nearest upsample, 33x33 Gaussian blur with reflected borders) is the
+    reference, also for maps whose size is not a multiple of the patch grid."""
     from anomalib.models.image.patchcore.anomaly_map import AnomalyMapGenerator
 
-    from flows.anomaly.model import SeparableGaussianBlur
+    from flows.anomaly.model import AnomalyScorer, build_model
 
-    x = torch.rand(2, 1, 64, 48)
-    assert torch.allclose(SeparableGaussianBlur(4.0)(x), AnomalyMapGenerator(sigma=4).blur(x), atol=1e-5)
+    model = build_model("patchcore", "tf_efficientnet_lite0", ["blocks.2", "blocks.4"])
+    model.memory_bank = torch.zeros(4, 152)
+    scorer, reference = AnomalyScorer(model), AnomalyMapGenerator(sigma=4)
+    torch.manual_seed(0)
+    for (h, w), size in (((28, 28), (224, 224)), ((8, 32), (64, 256)), ((9, 13), (70, 100)), ((7, 5), (20, 17))):
+        patch = torch.rand(2, 1, h, w)
+        score, amap = scorer.patch_map(patch, size)
+        want = reference.compute_anomaly_map(patch, size)
+        assert amap.shape == want.shape and torch.allclose(amap, want, atol=1e-5)
+        assert torch.allclose(score, want.amax(dim=(1, 2, 3)), atol=1e-5)
 
 
 def test_the_search_finds_each_patchs_exact_nearest_bank_patch():
