@@ -16,6 +16,7 @@ True
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import shutil
@@ -33,6 +34,7 @@ from anomalib.models.image.patchcore.torch_model import PatchcoreModel
 import serving
 from flows.anomaly.enroll import load_enrollment, restore_model
 from flows.anomaly.model import OUTPUT_NAMES, AnomalyScorer, PatchEmbedding
+from flows.anomaly.onnx_graph import fold_pads_into_convs, static_same_padding
 from flows.params import ExportParams
 from flows.anomaly.tensorrt_build import build_engine, trtexec_command
 from serving.drift.baseline import Baseline
@@ -67,29 +69,36 @@ def git_commit() -> str | None:
 
 def export_onnx(scorer: torch.nn.Module, path: Path, spec: InputSpec, opset: int,
                 outputs: tuple[str, ...] = OUTPUT_NAMES) -> None:
-    """Write the scorer (or any image -> ``outputs`` module) as ONNX with a dynamic batch axis."""
+    """Write the scorer (or any image -> ``outputs`` module) as ONNX with a dynamic batch axis, its 'same' padding
+    fixed for ``spec``'s size and folded into the convolutions (:mod:`flows.anomaly.onnx_graph`); ``scorer`` itself
+    is left as it was, so the parity check compares the graph with the untouched model."""
+    module = copy.deepcopy(scorer).eval()
+    static_same_padding(module, spec.height, spec.width)
     dummy = torch.zeros(1, 3, spec.height, spec.width)
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            scorer, (dummy,), str(path), input_names=[INPUT_NAME], output_names=list(outputs),
+            module, (dummy,), str(path), input_names=[INPUT_NAME], output_names=list(outputs),
             dynamic_axes={INPUT_NAME: {0: "batch"}, **{n: {0: "batch"} for n in outputs}},
             opset_version=opset, dynamo=False,
         )
-        out = scorer(dummy)
-    _static_dims(path, [tuple(t.shape) for t in (out if isinstance(out, (tuple, list)) else (out,))])
+        out = module(dummy)
+    _finish_graph(path, [tuple(t.shape) for t in (out if isinstance(out, (tuple, list)) else (out,))])
 
 
-def _static_dims(path: Path, shapes: list[tuple[int, ...]]) -> None:
-    """Write each output's non-batch dimensions into the graph (the tracer leaves some symbolic), so a station can
-    check a graph against the arrays beside it when it opens the bundle, not at its first part."""
+def _finish_graph(path: Path, shapes: list[tuple[int, ...]]) -> None:
+    """Fold the constant Pads into their convolutions, and write each output's non-batch dimensions into the graph
+    (the tracer leaves some symbolic), so a station can check a graph against the arrays beside it when it opens
+    the bundle, not at its first part."""
     import onnx
 
     model = onnx.load(str(path))
+    fold_pads_into_convs(model)
     for output, shape in zip(model.graph.output, shapes):
         for dim, size in zip(list(output.type.tensor_type.shape.dim)[1:], shape[1:]):
             dim.dim_value = size  # replaces the symbolic name (one of the two)
+    onnx.checker.check_model(model)
     onnx.save(model, str(path))
 
 

@@ -32,6 +32,9 @@ def test_export_passes_parity_and_writes_a_verifiable_bundle(enrolled):
     graph = onnx.load(str(enrolled / "model.onnx"))
     assert [o.name for o in graph.graph.output] == ["score", "anomaly_map", "patch_match", "embedding"]
     assert graph.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    # the backbone's TensorFlow 'same' padding is in the convolutions, not in Pads that copy every activation
+    for name in ("model.onnx", "bench/backbone.onnx"):
+        assert not [n.name for n in onnx.load(str(enrolled / name)).graph.node if n.op_type == "Pad"], name
 
 
 def test_parity_failure_is_loud_and_leaves_no_manifest(enrolled, monkeypatch):
