@@ -2,9 +2,9 @@
 
 The lent GPU machine has torch + CUDA but neither anomalib nor TensorRT, so the scorer is
 traced to TorchScript here and timed there at batch 1, fp32 and fp16, eager and replayed from a CUDA graph
-(the yardstick's way). The anomaly-map blur's kernels are constants of the trace (``SeparableGaussianBlur``
-buffers; ``tests/code/test_model.py`` checks that no kernel is built per call); a capture that fails anyway is
-reported with its error, beside the eager figures.
+(the yardstick's way). The anomaly map's upsample-and-blur operators are constants of the trace (two small
+matrices, ``serving.engine.search.map_operator``; ``tests/code/test_model.py`` checks that nothing is built per
+call); a capture that fails anyway is reported with its error, beside the eager figures.
 
     .venv/bin/python benchmarks/gpu_latency.py export models/elpv/bundle benchmarks/out/scorer.ts
     python benchmarks/gpu_latency.py run benchmarks/out/scorer.ts         # on the GPU machine
