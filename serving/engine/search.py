@@ -187,18 +187,14 @@ def map_operator(n_in: int, n_out: int, sigma: float = 4.0) -> np.ndarray:
     t = np.arange(size, dtype=np.float64) - size // 2
     g = np.exp(-(t**2) / (2 * sigma**2))
     g /= g.sum()
-    blur = np.zeros((n_out, n_out))
+    op = np.zeros((n_out, n_in))
     for i in range(n_out):
         for k in range(size):
             j = i + k - size // 2
             while not 0 <= j < n_out:  # reflect about the edge pixels (OpenCV's REFLECT_101, torch's "reflect")
-                j = -j if j < 0 else 2 * (n_out - 1) - j
-                if n_out == 1:
-                    j = 0
-            blur[i, j] += g[k]
-    up = np.zeros((n_out, n_in))
-    up[np.arange(n_out), np.arange(n_out) * n_in // n_out] = 1.0  # torch's nearest: source = floor(i * in / out)
-    op = (blur @ up).astype(np.float32)
+                j = 0 if n_out == 1 else (-j if j < 0 else 2 * (n_out - 1) - j)
+            op[i, j * n_in // n_out] += g[k]  # pixel j comes from patch floor(j * in / out), torch's nearest
+    op = op.astype(np.float32)
     op.flags.writeable = False
     return op
 
