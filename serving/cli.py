@@ -105,7 +105,7 @@ def _run(args: argparse.Namespace) -> int:
     _apply_overrides(cfg, args)
     if not args.no_api:
         from serving.api.auth import refuse_demo_passwords
-        from serving.api.serve import check_tls, serve_api
+        from serving.api.serve import check_tls
 
         refuse_demo_passwords(cfg.api)  # before the engine loads: a line never runs on the demo passwords
         check_tls(cfg.api)
@@ -204,10 +204,23 @@ def _gen_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def serve_api(station, host: str, port: int, *, wait: bool = True, timeout: float = 30.0):
+    """:func:`serving.api.serve.serve_api`, through the CLI: the one module outside the API room that reaches it
+    (the pipeline's loop starts its station API here)."""
+    from serving.api.serve import serve_api as _serve
+
+    return _serve(station, host, port, wait=wait, timeout=timeout)
+
+
+def hash_password(password: str, iterations: int = 200_000) -> str:
+    """The ``password_hash`` a station config's ``api.users`` entry takes (what ``hash-password`` prints)."""
+    from serving.api.auth import hash_password as _hash
+
+    return _hash(password, iterations)
+
+
 def _hash_password(args: argparse.Namespace) -> int:
     import getpass
-
-    from serving.api.auth import hash_password
 
     pw = args.password or getpass.getpass("password: ")
     print(hash_password(pw))

@@ -33,7 +33,7 @@ HELD_OUT = {"broken_large": 2, "contamination": 1}  #: defects kept away from la
 
 def _station_config(work: Path, bundle: Path, images: Path, classes: list[str], port: int, trusted_key: str | None,
                     **extra) -> "object":
-    from serving.api.auth import hash_password
+    from serving.cli import hash_password
     from serving.config import parse_config
     from serving.evidence.crypto import generate_key
 
@@ -112,7 +112,7 @@ def run_loop(work: str | Path, params: Params, *, bottle: str | Path, port_ls: i
     """Run the loop in ``work``; return the time of each step, the detector's figures and what the station named."""
     from flows.detector.retrain import retrain_if_due
     from flows.labels import server, studio
-    from serving.api.serve import serve_api
+    from serving.cli import serve_api
     from serving.station.runtime import Station
 
     work, bottle = Path(work), Path(bottle)
