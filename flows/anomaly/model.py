@@ -90,10 +90,13 @@ class AnomalyScorer(torch.nn.Module):
     ``embedding`` is the part's mean patch feature, centred and projected onto the principal axes of
     the enrolled normals: a compact fingerprint the station watches for drift. ``bank`` (PatchCore)
     defaults to the model's memory bank; enrollment passes fold banks to score unseen normals.
+    ``size`` (H, W), where the input size is fixed, keeps the map's two matrices as buffers: they then move
+    with the module to another device (a trace holds no host constant) and nothing is built per call.
     """
 
     def __init__(self, model: PatchcoreModel | PadimModel, embed_mean: torch.Tensor | None = None,
-                 embed_proj: torch.Tensor | None = None, bank: torch.Tensor | None = None) -> None:
+                 embed_proj: torch.Tensor | None = None, bank: torch.Tensor | None = None,
+                 size: tuple[int, int] | None = None) -> None:
         super().__init__()
         self.model = model.eval()
         if isinstance(model, PatchcoreModel):
@@ -104,6 +107,13 @@ class AnomalyScorer(torch.nn.Module):
             self.register_buffer("bank_sq", (bank * bank).sum(1, keepdim=True).t().contiguous())
         self.register_buffer("embed_mean", embed_mean if embed_mean is not None else torch.zeros(0))
         self.register_buffer("embed_proj", embed_proj if embed_proj is not None else torch.zeros(0, 0))
+        rows, cols = torch.zeros(0, 0), torch.zeros(0, 0)
+        if size is not None and isinstance(model, PatchcoreModel):
+            with torch.no_grad():
+                h, w = patch_embedding(model, torch.zeros(1, 3, *size)).shape[-2:]
+            rows, cols = (torch.from_numpy(map_operator(n, m).copy()) for n, m in ((h, size[0]), (w, size[1])))
+        self.register_buffer("map_rows", rows)
+        self.register_buffer("map_cols", cols)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         emb = patch_embedding(self.model, x)
@@ -135,7 +145,12 @@ class AnomalyScorer(torch.nn.Module):
         """(score [B], anomaly_map [B,1,H,W]) from patch distances [B,1,h,w] to the bank (PatchCore)."""
         # anomalib's compute_anomaly_map (nearest upsample, then the sigma-4 blur) as one matrix per axis: constants
         # of the graph, two small MatMuls instead of a Resize, two 33-tap convolutions and their layout changes
-        rows, cols = (torch.tensor(map_operator(int(n), int(m))) for n, m in zip(patch.shape[-2:], size))
+        (h, w), (height, width) = patch.shape[-2:], size
+        if tuple(self.map_rows.shape) == (height, h) and tuple(self.map_cols.shape) == (width, w):
+            rows, cols = self.map_rows, self.map_cols
+        else:
+            rows, cols = (torch.as_tensor(map_operator(int(n), int(m)), device=patch.device, dtype=patch.dtype)
+                          for n, m in zip((h, w), (height, width)))
         amap = rows @ patch @ cols.t()
         return amap.amax(dim=(1, 2, 3)), amap
 

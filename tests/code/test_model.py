@@ -75,3 +75,27 @@ def test_the_traced_scorer_builds_no_kernel_per_call_and_equals_eager():
         assert not ops & {"aten::exp", "aten::arange", "aten::linspace", "aten::pow"}, ops
         for got, want in zip(traced(x)[:3], scorer(x)[:3]):
             assert torch.equal(got, want)
+
+
+def test_a_fixed_size_scorer_traces_without_host_constants():
+    """The GPU bench loads the trace with ``map_location="cuda"``: every tensor of the trace but 0-d scalars
+    (timm's padding arithmetic, which mixes with device tensors) must be a buffer, which moves with it. Built per call from numpy, the map's two matrices were constants on the host, and the
+    lent GPU refused the trace ("mat2 is on cuda:0, different from other tensors on cpu")."""
+    from flows.anomaly.model import AnomalyScorer, build_model
+
+    model = build_model("patchcore", "tf_efficientnet_lite0", ["blocks.2", "blocks.4"])
+    torch.manual_seed(0)
+    model.memory_bank = torch.randn(500, 152)
+    x = torch.rand(1, 3, 96, 128)
+    fixed, free = AnomalyScorer(model, size=(96, 128)).eval(), AnomalyScorer(model).eval()
+    with torch.no_grad():
+        traced = torch.jit.trace(fixed, torch.zeros(1, 3, 96, 128), check_trace=False)
+        constants = [n for n in traced.inlined_graph.nodes()
+                     if n.kind() == "prim::Constant" and isinstance(n.output().toIValue(), torch.Tensor)
+                     and n.output().toIValue().dim() > 0]
+        assert not constants, [str(n) for n in constants]
+        for got, want in zip(traced(x)[:3], free(x)[:3]):
+            assert torch.equal(got, want)
+        # another input size still gets its own matrices
+        other = torch.rand(1, 3, 64, 64)
+        assert torch.equal(fixed(other)[1], free(other)[1])
