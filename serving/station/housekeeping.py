@@ -48,6 +48,9 @@ class Housekeeper:
         self.last_sync_at: float | None = None
         self.target = None  # opened on the first sync round (s3fs is imported only then)
         self._next_sync = 0.0
+        # one round at a time: a round asked for while the worker's is in flight waits for it, instead of seeing
+        # its sync already scheduled and reporting the status from before it
+        self._round = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="housekeeping", daemon=True)
         self._status = self._measure()
@@ -73,7 +76,12 @@ class Housekeeper:
                 log.exception("housekeeping failed")
 
     def round(self) -> None:
-        """One pass: flush queued records, apply retention and quota, sync when due, update metrics."""
+        """One pass: flush queued records, apply retention and quota, sync when due, update metrics. A round asked
+        for while another is in flight runs after it."""
+        with self._round:
+            self._round_locked()
+
+    def _round_locked(self) -> None:
         ev, m = self.evidence, self.metrics
         ev.flush_pending()
         if self.also is not None:

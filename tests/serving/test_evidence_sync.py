@@ -202,3 +202,35 @@ def test_the_state_shows_the_sync_target_online_and_the_backlog(tmp_path, make_c
         st.stop()
     assert s["online"] is True and s["backlog_records"] == 0 and s["oldest_unsynced_age_s"] is None
     assert time.time() - s["last_sync_at"] < 30
+
+
+def test_a_round_asked_for_while_the_worker_syncs_reports_that_sync(tmp_path, monkeypatch):
+    """The housekeeping worker starts a round on its own every second. A round asked for meanwhile (the page's
+    state after a start, a test) must not read the status half way: it waits for the round in flight. Before,
+    it saw the sync already scheduled, skipped it, and reported the target offline while the worker was reaching
+    it (a clean-clone CI run on a loaded machine failed so)."""
+    import threading
+
+    import serving.station.housekeeping as housekeeping
+    from serving.station.metrics import StationMetrics
+
+    entered, release = threading.Event(), threading.Event()
+    real = housekeeping.sync_evidence
+
+    def slow(*args, **kw):
+        entered.set()
+        release.wait(10)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(housekeeping, "sync_evidence", slow)
+    ev = store(tmp_path, sync_url=str(tmp_path / "target"))
+    ev.record(rec(1), PNG, PNG)
+    hk = housekeeping.Housekeeper(ev, ev.cfg, Alarms(), StationMetrics())
+    worker = threading.Thread(target=hk.round)
+    worker.start()
+    assert entered.wait(10)
+    threading.Timer(0.3, release.set).start()
+    hk.round()
+    s = hk.status()
+    worker.join(10)
+    assert s.online is True and s.backlog_records == 0
