@@ -102,7 +102,7 @@ def export(bundle: str, out: str, image: str | None = None) -> None:
 def write_folder(model, spec, crop, folder: Path) -> dict:
     """The GPU run's inputs for a PatchCore ``model`` taking ``spec``'s size, with ``crop`` (uint8 HxWx3 at engine
     resolution) as the reference frame; returns how far the rebuilt scorer and the trace land from
-    ``AnomalyScorer`` on the CPU."""
+    ``AnomalyScorer`` on the CPU. ``model`` is changed in place (fixed padding, its bank moved out)."""
     import numpy as np
     from anomalib.models.image.patchcore.torch_model import PatchcoreModel
 

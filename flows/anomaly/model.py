@@ -84,6 +84,13 @@ class PatchEmbedding(torch.nn.Module):
         return patch_embedding(self.model, x)
 
 
+def map_matrices(grid, size, device=None, dtype=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The anomaly map's row and column operators (:func:`serving.engine.search.map_operator`, copied out of its
+    read-only cache) for a patch ``grid`` (h, w) and a map ``size`` (H, W): ``map = rows @ patches @ cols.T``."""
+    rows, cols = (torch.tensor(map_operator(int(n), int(m)), device=device, dtype=dtype) for n, m in zip(grid, size))
+    return rows, cols
+
+
 class AnomalyScorer(torch.nn.Module):
     """images [B,3,H,W] -> (score [B], anomaly_map [B,1,H,W], patch_match [B,h,w], embedding [B,E]).
 
@@ -111,7 +118,7 @@ class AnomalyScorer(torch.nn.Module):
         if size is not None and isinstance(model, PatchcoreModel):
             with torch.no_grad():
                 h, w = patch_embedding(model, torch.zeros(1, 3, *size)).shape[-2:]
-            rows, cols = (torch.from_numpy(map_operator(n, m).copy()) for n, m in ((h, size[0]), (w, size[1])))
+            rows, cols = map_matrices((h, w), size)
         self.register_buffer("map_rows", rows)
         self.register_buffer("map_cols", cols)
 
@@ -149,8 +156,7 @@ class AnomalyScorer(torch.nn.Module):
         if tuple(self.map_rows.shape) == (height, h) and tuple(self.map_cols.shape) == (width, w):
             rows, cols = self.map_rows, self.map_cols
         else:
-            rows, cols = (torch.as_tensor(map_operator(int(n), int(m)), device=patch.device, dtype=patch.dtype)
-                          for n, m in zip((h, w), (height, width)))
+            rows, cols = map_matrices((h, w), size, device=patch.device, dtype=patch.dtype)
         amap = rows @ patch @ cols.t()
         return amap.amax(dim=(1, 2, 3)), amap
 
