@@ -144,9 +144,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def print_report(report: dict) -> None:
     """The evaluation as a few lines for a terminal."""
-    print(f"image AUROC {fmt(report['image_auroc'])}   pixel AUROC {fmt(report['pixel_auroc'])}")
+    ci = report.get("image_auroc_interval")
+    print(f"image AUROC {fmt(report['image_auroc'])}" + (f" (95 % interval {ci[0]:.4f}-{ci[1]:.4f})" if ci else "")
+          + f"   pixel AUROC {fmt(report['pixel_auroc'])}")
+    esc = report.get("escape_interval")
     print(f"at threshold {report['threshold']:.4g}: FRR {fmt(report['frr'])} on {report['n_good']} good, "
-          f"escape rate {fmt(report['escape_rate'])} on {report['n_defect']} defective")
+          f"escape rate {fmt(report['escape_rate'])}" + (f" ({esc[0]:.1%}-{esc[1]:.1%})" if esc else "")
+          + f" on {report['n_defect']} defective")
     if report.get("frr_inside_interval") is not None:
         lo, hi = report["frr_interval"]
         where = "inside" if report["frr_inside_interval"] else "OUTSIDE"

@@ -50,11 +50,13 @@ def read_labels(root: Path) -> list[tuple[str, float, str]]:
     return rows
 
 
-def prepare_elpv(out_dir: str | Path, n_train: int = 200, n_test_good: int = 100, n_test_defect: int = 100,
-                 cell_type: str = "mono", seed: int = 0) -> Path:
+def prepare_elpv(out_dir: str | Path, n_train: int = 200, n_test_good: int | None = 100,
+                 n_test_defect: int | None = 100, cell_type: str = "mono", seed: int = 0) -> Path:
     """Write ELPV cells of ``cell_type`` into ``out_dir`` in MVTec AD layout; return ``out_dir``.
 
-    The split is a seeded shuffle, so the same parameters always give the same files.
+    The split is a seeded shuffle, so the same parameters always give the same files, and a longer test list keeps
+    the same train cells. ``None`` for a test count takes every cell left (every defective one, every good one not
+    in train): the largest test set a bundle enrolled on the same train cells can be judged on.
     """
     root = elpv_root()
     rows = [r for r in read_labels(root) if r[2] == cell_type]
@@ -63,6 +65,8 @@ def prepare_elpv(out_dir: str | Path, n_train: int = 200, n_test_good: int = 100
     rng = np.random.default_rng(seed)
     good = [good[i] for i in rng.permutation(len(good))]
     defect = [defect[i] for i in rng.permutation(len(defect))]
+    n_test_good = len(good) - n_train if n_test_good is None else n_test_good
+    n_test_defect = len(defect) if n_test_defect is None else n_test_defect
     if n_train + n_test_good > len(good) or n_test_defect > len(defect):
         raise ValueError(
             f"ELPV has {len(good)} good and {len(defect)} defective {cell_type} cells; "

@@ -2,9 +2,9 @@
 
 It inspects with exactly the code the station runs (``serving.station.inspect``: the
 engine, then the gate's ``decide()`` with the same rules), imports no torch, and reports
-image AUROC, pixel AUROC where masks exist, and -- from the gate's verdicts -- the
-false-reject rate on good parts and the escape rate on defective ones, overall and per
-defect type. When defects are present it also compares thresholds for other
+image AUROC (with DeLong's 95 % interval), pixel AUROC where masks exist, and -- from the
+gate's verdicts -- the false-reject rate on good parts and the escape rate on defective ones
+(with its exact binomial interval), overall and per defect type. When defects are present it also compares thresholds for other
 false-reject targets.
 
 >>> report = evaluate("models/elpv/bundle", "data/elpv")   # doctest: +SKIP
@@ -22,7 +22,7 @@ import numpy as np
 from flows.anomaly.calibrate import image_threshold, rate_above
 from flows.data.dataset import scan_dataset
 from flows.progress import progress as progress_bar
-from flows.evaluation.metrics import auroc, percentiles
+from flows.evaluation.metrics import auroc, auroc_interval, percentiles
 from serving.engine.anomaly import AnomalyEngine
 from serving.images import read_image, read_mask
 from serving.engine.preprocess import Roi, crop_roi, resize
@@ -92,6 +92,20 @@ def verdict_rates(failed: np.ndarray, labels: np.ndarray) -> dict[str, float | N
             "escape_rate": float(1.0 - failed[labels == 1].mean()) if np.any(labels == 1) else None}
 
 
+def _listed(pair: tuple[float, float] | None) -> list[float] | None:
+    return list(pair) if pair is not None else None
+
+
+def escape_interval(n_escaped: int, n_defect: int) -> list[float] | None:
+    """The escape rate's exact (Clopper-Pearson) 95 % interval: on 100 defects, 37 escapes is 28-47 %."""
+    if not n_defect:
+        return None
+    from scipy.stats import binomtest
+
+    ci = binomtest(n_escaped, n_defect).proportion_ci(0.95, method="exact")
+    return [float(ci.low), float(ci.high)]
+
+
 def frr_check(observed: float, n_rejected: int, n_good: int, thr) -> dict:
     """The calibrated promise against the test goods: expected FRR, its 95 % interval, whether the observed FRR lies
     inside it, and the binomial p-value of seeing that many rejects if the promise holds."""
@@ -138,9 +152,11 @@ def evaluate(bundle_dir: str | Path, data_dir: str | Path, *, progress: bool = T
             sweep.append({"target_frr": frr, "threshold": t, **metrics_at(scores, labels, t)})
     report = {
         "image_auroc": auroc(labels, scores),
+        "image_auroc_interval": _listed(auroc_interval(labels, scores)),
         "pixel_auroc": pixel_auroc,
         "frr": at["frr"],
         "escape_rate": at["escape_rate"],
+        "escape_interval": escape_interval(int(((labels == 1) & ~failed).sum()), int((labels == 1).sum())),
         "threshold": rules.image_threshold,
         "pixel_threshold": rules.pixel_threshold,
         "target_frr": thr.target_frr,

@@ -103,6 +103,8 @@ def write_report(report: dict, out_dir: str | Path, roi=None) -> Path:
     interval = report.get("frr_interval")
     expected = (f"{report['frr_expected']:.2%} (95 % interval {interval[0]:.2%}–{interval[1]:.2%})"
                 if report.get("frr_expected") is not None and interval else f"{report['target_frr']:.2%} (target)")
+    span = lambda k, f: (f" (95 % interval {f.format(report[k][0])}–{f.format(report[k][1])})"  # noqa: E731
+                         if report.get(k) else "")
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Lineguard evaluation</title>
 <style>body{{font-family:system-ui,sans-serif;margin:1.5rem;max-width:1200px}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}}figure{{display:inline-block;margin:.4rem;max-width:420px}}
@@ -110,12 +112,12 @@ figure img{{max-width:100%}}figcaption{{font-size:.85rem}}.kpi td:first-child{{f
 <h1>Evaluation of {esc(report['bundle_version'])}</h1>
 <p>data: {esc(report.get('data_dir', ''))} · {report['n_good']} good, {report['n_defect']} defective test images</p>
 <table class="kpi">
-<tr><td>image AUROC</td><td>{fmt(report['image_auroc'])}</td></tr>
+<tr><td>image AUROC</td><td>{fmt(report['image_auroc'])}{span('image_auroc_interval', '{:.4f}')}</td></tr>
 <tr><td>pixel AUROC</td><td>{fmt(report['pixel_auroc'])}</td></tr>
 <tr><td>threshold</td><td>{report['threshold']:.4g}</td></tr>
 <tr><td>expected false-reject rate</td><td>{expected}</td></tr>
 <tr><td>observed false-reject rate</td><td>{fmt(report['frr'])}</td></tr>
-<tr><td>escape rate</td><td>{fmt(report['escape_rate'])}</td></tr>
+<tr><td>escape rate</td><td>{fmt(report['escape_rate'])}{span('escape_interval', '{:.1%}')}</td></tr>
 <tr><td>serving latency p50 / p99</td><td>{report['latency_ms']['p50']:.1f} / {report['latency_ms']['p99']:.1f} ms</td></tr>
 </table>
 <h2>Scores</h2><img src="data:image/png;base64,{plots['histogram']}">

@@ -22,6 +22,10 @@ def report(tmp_path_factory, small_bottle):
 
 def test_every_defect_outscores_every_good_bottle(report):
     assert report["image_auroc"] == 1.0
+    assert report["image_auroc_interval"] == [1.0, 1.0]  # no spread to measure; the report carries n beside it
+    c = report["counts"]
+    lo, hi = report["escape_interval"]
+    assert lo <= c["defect_pass"] / report["n_defect"] <= hi and hi > 0  # 0 escapes of a few is not a 0 % promise
 
 
 def test_anomaly_map_peak_lies_on_the_defect(report):
