@@ -10,7 +10,14 @@ The scores come from the same torch scorer enrollment calibrates with (the expor
 the export's parity bound); latency for the settings worth keeping is measured by ``lineguard-station bench``.
 
     .venv/bin/python benchmarks/bench_sweep.py                       # ~30 min, every setting on all three sets
-    .venv/bin/python benchmarks/bench_sweep.py --settings base,lite2 --sets mono
+    .venv/bin/python benchmarks/bench_sweep.py --settings base,lite2 --sets elpv-mono
+
+``elpv-mono-all`` and ``elpv-poly-all`` judge the same enrollment (the same 200 train cells) on every cell it did not
+enroll (701 mono, 1,122 poly instead of 200): each AUROC gets DeLong's 95 % interval and, against ``base`` on the
+same cells, the paired difference with its interval, which says whether a setting ranks the parts better or the
+draw of test cells favoured it.
+
+    .venv/bin/python benchmarks/bench_sweep.py --sets elpv-mono-all,elpv-poly-all --settings base,lite2,"size 256"
 """
 
 from __future__ import annotations
@@ -59,7 +66,8 @@ SETTINGS = {
 }
 #: settings that only make sense on some sets
 ONLY_ON = {"aspect kept 448x112": {"elpv-string"}, "aspect kept 896x224": {"elpv-string"},
-           "layers 1+2+4 (bank kept)": {"elpv-mono", "elpv-poly"}, "layers 1+2+4 (bottle bank kept)": {"bottle"},
+           "layers 1+2+4 (bank kept)": {"elpv-mono", "elpv-poly", "elpv-mono-all", "elpv-poly-all"},
+           "layers 1+2+4 (bottle bank kept)": {"bottle"},
            "layers 1+2+4 (bottle bank x2)": {"bottle"}, "coreset 0.01": {"bottle"}, "coreset 0.005": {"bottle"},
            "roi 896 + coreset 0.01": {"bottle"}}
 
@@ -109,6 +117,9 @@ def data_sets(out: Path) -> dict[str, tuple[Path, Path | None]]:
     for cell in ("mono", "poly"):
         sets[f"elpv-{cell}"] = (prepare_elpv(out / f"data-{cell}", n_train=e.n_train, n_test_good=e.n_test_good,
                                              n_test_defect=e.n_test_defect, cell_type=cell, seed=e.seed), None)
+    for cell in ("mono", "poly"):
+        sets[f"elpv-{cell}-all"] = (prepare_elpv(out / f"data-{cell}-all", n_train=e.n_train, n_test_good=None,
+                                                 n_test_defect=None, cell_type=cell, seed=e.seed), None)
     sets["elpv-string"] = (cell_strings(sets["elpv-mono"][0], out / "data-string"), None)
     return sets
 
@@ -157,7 +168,36 @@ def one(data: Path, params, out: Path) -> dict:
         bank, dims = (int(n) for n in model.memory_bank.shape)
         mmac = patches * bank * dims / 1e6
     return {"image_auroc": auroc(labels, scores), "pixel_auroc": pixel, "frr": rates["frr"],
-            "escape_rate": rates["escape_rate"], "bank": bank, "dims": dims, "search_mmac": mmac, "enroll_s": enroll_s}
+            "escape_rate": rates["escape_rate"], "bank": bank, "dims": dims, "search_mmac": mmac, "enroll_s": enroll_s,
+            "files": [s.path.name for s in ds.test], "labels": labels.tolist(), "scores": scores.tolist()}
+
+
+def paired_table(rows: list[dict], sets: list[str]) -> str:
+    """Every-cell sets: each setting's AUROC with DeLong's interval, and its paired difference from ``base``."""
+    from flows.evaluation.metrics import auroc_difference_interval, auroc_interval
+
+    lines = ["| setting | " + " | ".join(f"{s}: image AUROC (95 %), vs base (95 %), escape" for s in sets)
+             + " | mean difference vs base |", "|---|" + "---|" * (len(sets) + 1)]
+    base = {r["set"]: r for r in rows if r["setting"] == "base" and "scores" in r}
+    for name in dict.fromkeys(r["setting"] for r in rows if r["set"] in sets):
+        mine = {r["set"]: r for r in rows if r["setting"] == name and r["set"] in sets and "scores" in r}
+        cells, diffs = [], []
+        for s in sets:
+            r = mine.get(s)
+            if r is None:
+                cells.append("–")
+                continue
+            lo, hi = auroc_interval(r["labels"], r["scores"])
+            text = f"{r['image_auroc']:.4f} ({lo:.3f}–{hi:.3f})"
+            b = base.get(s)
+            if b is not None and name != "base" and b["files"] == r["files"]:
+                d, dlo, dhi = auroc_difference_interval(r["labels"], r["scores"], b["scores"])
+                diffs.append(d)
+                text += f", {d:+.4f} ({dlo:+.3f} to {dhi:+.3f}){' *' if dlo > 0 or dhi < 0 else ''}"
+            cells.append(text + f", {r['escape_rate']:.0%}")
+        mean = f"{sum(diffs) / len(diffs):+.4f}" if diffs else "–"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {mean} |")
+    return "\n".join(lines) + "\n\n* the paired interval excludes 0"
 
 
 def table(rows: list[dict], sets: list[str]) -> str:
@@ -211,15 +251,18 @@ def main() -> int:
         except Exception as exc:  # one setting that cannot run must not lose the others' figures
             print(f"{name} on {set_name}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
             continue
-        print(json.dumps(row), flush=True)
+        print(json.dumps({k: v for k, v in row.items() if k not in ("files", "labels", "scores")}), flush=True)
         with results.open("a") as f:  # resumable: a long sweep interrupted keeps what it measured
             f.write(json.dumps(row) + "\n")
     rows = [r for r in map(json.loads, results.read_text().splitlines()) if r["setting"] in names and r["set"] in sets]
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}\n")
-    main_sets = [s for s in sets if s != "elpv-string"]  # the defaults are chosen on these
+    every = [s for s in sets if s.endswith("-all")]
+    main_sets = [s for s in sets if s != "elpv-string" and s not in every]  # the defaults are chosen on these
     for group in (main_sets, [s for s in sets if s == "elpv-string"]):
         if group:
             print(table(rows, group) + "\n")
+    if every:
+        print(paired_table(rows, every) + "\n")
     return 0
 
 

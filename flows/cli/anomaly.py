@@ -149,7 +149,7 @@ def print_report(report: dict) -> None:
           + f"   pixel AUROC {fmt(report['pixel_auroc'])}")
     esc = report.get("escape_interval")
     print(f"at threshold {report['threshold']:.4g}: FRR {fmt(report['frr'])} on {report['n_good']} good, "
-          f"escape rate {fmt(report['escape_rate'])}" + (f" ({esc[0]:.1%}-{esc[1]:.1%})" if esc else "")
+          f"escape rate {fmt(report['escape_rate'])}" + (f" (95 % interval {esc[0]:.4f}-{esc[1]:.4f})" if esc else "")
           + f" on {report['n_defect']} defective")
     if report.get("frr_inside_interval") is not None:
         lo, hi = report["frr_interval"]

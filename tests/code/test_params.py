@@ -33,3 +33,12 @@ def test_input_size_is_a_square_side_or_w_x_h_and_a_bad_one_is_named():
     for bad, why in (("448x16", "32-1024"), ("wide", "WxH"), (2048, "32-1024")):
         with pytest.raises(ConfigError, match=f"model.input_size.*{why}"):
             load_params(None, {"model.input_size": bad})
+
+
+@pytest.mark.parametrize("product", sorted((ROOT / "products").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_product_file_is_valid_and_its_backbone_ships_offline(product):
+    from flows.anomaly.backbone import PACKAGED_WEIGHTS, check_backbone
+
+    p = load_params(ROOT / "params.yaml", {}, product)
+    assert p.model.backbone in PACKAGED_WEIGHTS  # no product may need a download at enrollment
+    check_backbone(p.model.backbone)

@@ -51,6 +51,7 @@ def test_evaluate_writes_a_self_contained_html_report(bottle_bundle, small_bottl
     for section in ("Scores", "ROC and precision-recall", "By defect type", "Escapes and false rejects"):
         assert section in page
     assert "expected false-reject rate" in page and "http" not in page.split("<body>")[1]  # nothing fetched
+    assert page.count("95 % interval") == 3  # the promised FRR's, the AUROC's and the escape rate's
     misses = r["counts"]["good_fail"] + r["counts"]["defect_pass"]
     assert page.count("<figure>") == misses and page.count("data:image/") == misses + 2
     shot_of(report / "index.html", SHOTS / "evaluation-report.png")
