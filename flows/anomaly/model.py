@@ -61,6 +61,11 @@ def check_layers(backbone: str, layers: Sequence[str]) -> None:
     if unknown or not layers:
         raise ConfigError(f"model.layers {list(layers)}: {unknown or 'empty'} not feature stages of {backbone}; "
                           f"choose from {available}")
+    ordered = sorted(set(layers), key=available.index)
+    if list(layers) != ordered:
+        # anomalib pairs the names with timm's outputs in the order given, while timm returns them shallow to deep:
+        # another order labels one stage's features with another's name, without an error
+        raise ConfigError(f"model.layers {list(layers)}: list each stage once, from shallow to deep: {ordered}")
 
 
 def patch_embedding(model: PatchcoreModel | PadimModel, x: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,9 @@
 """The export scorer matches anomalib's model code."""
 
+import pytest
 import torch
+
+from serving.errors import ConfigError
 
 
 def test_the_map_is_anomalibs_upsample_and_blur_as_two_matrix_products():
@@ -99,3 +102,13 @@ def test_a_fixed_size_scorer_traces_without_host_constants():
         # another input size still gets its own matrices
         other = torch.rand(1, 3, 64, 64)
         assert torch.equal(fixed(other)[1], free(other)[1])
+
+
+@pytest.mark.parametrize("layers", [["blocks.4", "blocks.2"], ["blocks.2", "blocks.2"], ["blocks.3"], []])
+def test_layers_out_of_order_repeated_or_unknown_are_refused_by_name(layers):
+    """anomalib would label blocks.2's features 'blocks.4' if the list ran deep to shallow, silently."""
+    from flows.anomaly.model import check_layers
+
+    with pytest.raises(ConfigError, match=r"model\.layers"):
+        check_layers("tf_efficientnet_lite0", layers)
+    check_layers("tf_efficientnet_lite0", ["blocks.1", "blocks.2", "blocks.4"])
