@@ -1,5 +1,6 @@
 """The engineer's workbench: reports, versioned bundles, predict, compare, and errors that are one clear line."""
 
+import json
 import os
 import subprocess
 import sys
@@ -44,8 +45,6 @@ def test_evaluate_writes_a_self_contained_html_report(bottle_bundle, small_bottl
     out = run("--params", str(params_file), "evaluate", "--bundle", str(bottle_bundle), "--data", str(small_bottle),
               "--report", str(report), "--json")
     assert out.returncode == 0, out.stderr
-    import json
-
     r = json.loads(out.stdout)  # stdout stays pure JSON
     page = (report / "index.html").read_text()
     for section in ("Scores", "ROC and precision-recall", "By defect type", "Escapes and false rejects"):
@@ -92,6 +91,9 @@ def test_compare_two_bundles(bottle_bundle, small_bottle, params_file, tmp_path)
     out = run("compare", str(bottle_bundle), str(other), "--data", str(small_bottle), "--out", str(tmp_path / "cmp"))
     assert out.returncode == 0, out.stderr
     assert "image AUROC" in out.stdout and "threshold" in out.stdout and "verdicts that differ" in out.stdout
+    assert "image AUROC B - A" in out.stdout and "exact McNemar" in out.stdout  # beyond chance, or not
+    summary = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert summary["goods"]["only_b_right"] == 0  # B's 5 % target rejects more goods, never fewer
     assert (tmp_path / "cmp" / "compare.png").stat().st_size > 5000
 
 
