@@ -38,3 +38,27 @@ def test_one_class_only_gives_no_auroc_but_still_counts_goods():
     ev = paired_evidence([0, 0, 0], [0.1, 0.2, 0.3], [0.1, 0.2, 0.9], [False] * 3, [False, False, True])
     assert ev["auroc_difference"] is None and ev["defects"] is None
     assert ev["goods"]["only_a_right"] == 1 and ev["goods"]["only_b_right"] == 0
+
+
+def test_images_are_paired_by_file_when_one_bundle_skipped_one(monkeypatch, tmp_path):
+    """A bundle that could not score an image (its ROI off that frame) reports one result fewer: the rest must still
+    be compared image with image, not shifted by one."""
+    from pathlib import Path
+
+    from flows.evaluation import compare as cmp
+    from flows.evaluation.evaluate import Scored
+
+    def result(name, label, score, verdict):
+        return Scored(Path(name), label, "defect" if label else "good", score, np.zeros((2, 2)), np.zeros((2, 2, 3)),
+                      verdict, "score")
+
+    images = [("d1.png", 1, 0.9, "FAIL"), ("d2.png", 1, 0.8, "FAIL"), ("g1.png", 0, 0.1, "PASS"),
+              ("g2.png", 0, 0.2, "PASS")]
+    reports = {}
+    for side, rows in (("a", images), ("b", images[1:])):  # B could not score d1.png
+        reports[side] = {"_results": [result(*r) for r in rows], "latency_ms": {"p50": 1.0, "p99": 2.0},
+                         "image_auroc": 1.0, "pixel_auroc": None, "threshold": 0.5, "frr": 0.0, "escape_rate": 0.0}
+    monkeypatch.setattr(cmp, "evaluate", lambda bundle, *a, **k: reports[bundle])
+    out = cmp.compare("a", "b", tmp_path, tmp_path / "cmp")
+    assert out["summary"]["flips"] == []  # shifted by one, d2 would meet g1 and flip
+    assert "verdicts that differ: 0 of 3" in out["table"] and "1 images scored by one bundle only" in out["table"]
