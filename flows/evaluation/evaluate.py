@@ -4,8 +4,8 @@ It inspects with exactly the code the station runs (``serving.station.inspect``:
 engine, then the gate's ``decide()`` with the same rules), imports no torch, and reports
 image AUROC (with DeLong's 95 % interval), pixel AUROC where masks exist, and -- from the
 gate's verdicts -- the false-reject rate on good parts and the escape rate on defective ones
-(with its exact binomial interval), overall and per defect type. When defects are present it also compares thresholds for other
-false-reject targets.
+(with its exact binomial interval), overall and per defect type. When defects are present it
+also compares thresholds for other false-reject targets.
 
 >>> report = evaluate("models/elpv/bundle", "data/elpv")   # doctest: +SKIP
 >>> sorted(k for k in report if k in REQUIRED_KEYS)        # doctest: +SKIP
