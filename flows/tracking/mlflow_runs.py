@@ -130,6 +130,10 @@ def log_evaluation(enroll_run_id: str, report: dict, params: Params, report_dir:
     for k in ("image_auroc", "pixel_auroc", "frr", "escape_rate", "threshold"):
         if report.get(k) is not None:
             c.log_metric(rid, k, float(report[k]))
+    for k in ("image_auroc_interval", "escape_interval"):  # how sure: beside the figure, where runs are compared
+        if report.get(k) is not None:
+            c.log_metric(rid, f"{k}_low", float(report[k][0]))
+            c.log_metric(rid, f"{k}_high", float(report[k][1]))
     for k, v in report["latency_ms"].items():
         c.log_metric(rid, f"serving_latency_{k}_ms", v)
     results = report.get("_results") or []

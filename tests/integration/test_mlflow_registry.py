@@ -45,6 +45,9 @@ def test_enrollment_and_evaluation_runs_and_the_registered_bundle(tmp_path, smal
         ev = c.get_run(eval_id)  # the evaluation is a run of its own, nested under the enrollment
         assert ev.info.run_name.endswith("-evaluate") and ev.info.status == "FINISHED"
         assert ev.data.tags["mlflow.parentRunId"] == run_id and "image_auroc" in ev.data.metrics
+        got = ev.data.metrics
+        assert got["image_auroc_interval_low"] <= got["image_auroc"] <= got["image_auroc_interval_high"]
+        assert got["escape_interval_low"] <= got["escape_rate"] <= got["escape_interval_high"]
         assert "image_auroc" not in run.data.metrics
 
         mv = c.get_model_version_by_alias("lineguard-solar-cell", "candidate")  # one model per product
