@@ -92,10 +92,6 @@ def verdict_rates(failed: np.ndarray, labels: np.ndarray) -> dict[str, float | N
             "escape_rate": float(1.0 - failed[labels == 1].mean()) if np.any(labels == 1) else None}
 
 
-def _listed(pair: tuple[float, float] | None) -> list[float] | None:
-    return list(pair) if pair is not None else None
-
-
 def escape_interval(n_escaped: int, n_defect: int) -> list[float] | None:
     """The escape rate's exact (Clopper-Pearson) 95 % interval: on 100 defects, 37 escapes is 28-47 %."""
     if not n_defect:
@@ -150,25 +146,25 @@ def evaluate(bundle_dir: str | Path, data_dir: str | Path, *, progress: bool = T
         for frr in SWEEP_FRR:
             t, _ = image_threshold(np.array(thr.normal_scores), frr)
             sweep.append({"target_frr": frr, "threshold": t, **metrics_at(scores, labels, t)})
+    good, defect = labels == 0, labels == 1
+    counts = {"good_pass": int((good & ~failed).sum()), "good_fail": int((good & failed).sum()),
+              "defect_fail": int((defect & failed).sum()), "defect_pass": int((defect & ~failed).sum())}
+    n_good, n_defect = counts["good_pass"] + counts["good_fail"], counts["defect_fail"] + counts["defect_pass"]
+    ci = auroc_interval(labels, scores)
     report = {
         "image_auroc": auroc(labels, scores),
-        "image_auroc_interval": _listed(auroc_interval(labels, scores)),
+        "image_auroc_interval": list(ci) if ci is not None else None,
         "pixel_auroc": pixel_auroc,
         "frr": at["frr"],
         "escape_rate": at["escape_rate"],
-        "escape_interval": escape_interval(int(((labels == 1) & ~failed).sum()), int((labels == 1).sum())),
+        "escape_interval": escape_interval(counts["defect_pass"], n_defect),
         "threshold": rules.image_threshold,
         "pixel_threshold": rules.pixel_threshold,
         "target_frr": thr.target_frr,
-        **frr_check(at["frr"], int(((labels == 0) & failed).sum()), int((labels == 0).sum()), thr),
-        "n_good": int((labels == 0).sum()),
-        "n_defect": int((labels == 1).sum()),
-        "counts": {
-            "good_pass": int(((labels == 0) & ~failed).sum()),
-            "good_fail": int(((labels == 0) & failed).sum()),
-            "defect_fail": int(((labels == 1) & failed).sum()),
-            "defect_pass": int(((labels == 1) & ~failed).sum()),
-        },
+        **frr_check(at["frr"], counts["good_fail"], n_good, thr),
+        "n_good": n_good,
+        "n_defect": n_defect,
+        "counts": counts,
         "verdicts": [{"file": str(r.path), "verdict": r.verdict, "rule": r.rule, "score": r.score} for r in results],
         "per_type": per_type,
         "threshold_sweep": sweep,
